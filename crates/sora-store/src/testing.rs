@@ -1,0 +1,1 @@
+//! Test helpers shared with other crates' tests (feature `testing`).
