@@ -138,3 +138,86 @@ async fn opening_a_download_is_retried_on_a_server_error() {
     assert_eq!(bytes, b"ok");
     assert_eq!(t.server.received_requests().await.unwrap().len(), 2);
 }
+
+/// A one-connection HTTP server that sends the headers of a `len`-byte body, then the body in
+/// `chunks` pieces `gap` apart, then (if `stall`) stops sending before the end.
+async fn trickle_server(
+    len: usize,
+    chunks: usize,
+    gap: std::time::Duration,
+    stall: bool,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 4096];
+        let _ = socket.read(&mut request).await.unwrap();
+        let head =
+            format!("HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: {len}\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let piece = vec![b'x'; len / chunks];
+        let sent_chunks = if stall { chunks / 2 } else { chunks };
+        for _ in 0..sent_chunks {
+            tokio::time::sleep(gap).await;
+            if socket.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        // Keep the connection open without sending, well past the read timeout.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    });
+    addr
+}
+
+fn trickle_client(addr: std::net::SocketAddr) -> sora_openai::OpenAiClient {
+    use std::time::Duration;
+    sora_openai::OpenAiClient::new(
+        sora_openai::OpenAiConfig::new(KEY)
+            .with_base_url(format!("http://{addr}/v1").parse().unwrap())
+            .with_request_timeout(Duration::from_millis(300))
+            .with_download_read_timeout(Duration::from_millis(250))
+            .with_read_retries(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_steady_download_may_outlast_the_request_timeout() {
+    use std::time::{Duration, Instant};
+    let addr = trickle_server(5000, 5, Duration::from_millis(100), false).await;
+    let started = Instant::now();
+    let content = trickle_client(addr)
+        .download(&vid("video_slow"), Variant::Video)
+        .await
+        .unwrap();
+    let mut total = 0;
+    let mut stream = content.stream;
+    while let Some(chunk) = stream.next().await {
+        total += chunk.unwrap().len();
+    }
+    assert_eq!(total, 5000);
+    assert!(started.elapsed() > Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn a_download_that_stalls_fails_with_a_timeout_after_the_read_timeout() {
+    use std::time::{Duration, Instant};
+    let addr = trickle_server(6000, 6, Duration::from_millis(20), true).await;
+    let content = trickle_client(addr)
+        .download(&vid("video_stall"), Variant::Video)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut stream = content.stream;
+    let mut outcome = None;
+    while let Some(chunk) = stream.next().await {
+        if let Err(e) = chunk {
+            outcome = Some(e);
+            break;
+        }
+    }
+    assert_eq!(outcome, Some(sora_openai::ProviderError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
