@@ -18,6 +18,10 @@ use crate::error::ProviderError;
 use crate::provider::VideoProvider;
 use crate::types::{Content, CreateVideo, DeletedVideo, ListQuery, RemixVideo, Video, VideoPage};
 
+/// The longest provider-requested delay the client waits out by itself before retrying a read;
+/// a longer one is returned to the caller (as the error's `retry_after`) to schedule.
+pub const MAX_INLINE_RETRY_WAIT: Duration = Duration::from_secs(60);
+
 /// The public OpenAI API.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
@@ -44,7 +48,9 @@ pub struct OpenAiConfig {
     /// total time limit: a large video on a slow link takes what it takes.
     pub download_read_timeout: Duration,
     /// How many times an idempotent read (retrieve, list, opening a download) is retried on a
-    /// retryable error (default 2). Create, remix and delete are never retried by the client.
+    /// retryable error (default 2), waiting as `backoff` says. A provider that asks to wait longer
+    /// than [`MAX_INLINE_RETRY_WAIT`] gets its error returned at once instead. Create, remix and
+    /// delete are never retried by the client.
     pub read_retries: u32,
     /// The delay policy between read retries.
     pub backoff: Backoff,
@@ -257,8 +263,12 @@ impl OpenAiClient {
         }
     }
 
-    /// Sends an API call with the request timeout and decodes a JSON answer.
-    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ProviderError> {
+    /// Sends an API call with the request timeout; returns the body of a successful answer and
+    /// the request id.
+    async fn send(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(bytes::Bytes, Option<String>), ProviderError> {
         let response = request
             .header(header::ACCEPT, "application/json")
             .timeout(self.request_timeout)
@@ -273,10 +283,13 @@ impl OpenAiClient {
         if !status.is_success() {
             return Err(self.classify(status, &headers, &body, false));
         }
-        serde_json::from_slice(&body).map_err(|e| ProviderError::Decode {
-            message: e.to_string(),
-            request_id,
-        })
+        Ok((body, request_id))
+    }
+
+    /// Sends an API call and decodes its JSON answer.
+    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ProviderError> {
+        let (body, request_id) = self.send(request).await?;
+        decode(&body, request_id)
     }
 
     /// Runs an idempotent read, retrying retryable failures a bounded number of times.
@@ -292,7 +305,11 @@ impl OpenAiClient {
         let mut attempt = 0;
         loop {
             match op().await {
-                Err(e) if e.is_retryable() && attempt < self.read_retries => {
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < self.read_retries
+                        && e.retry_after().is_none_or(|d| d <= MAX_INLINE_RETRY_WAIT) =>
+                {
                     let delay = self.backoff.delay(attempt, e.retry_after());
                     tracing::warn!(
                         operation,
@@ -351,6 +368,16 @@ impl OpenAiClient {
         }
         Ok(content_from(response))
     }
+}
+
+fn decode<T: DeserializeOwned>(
+    body: &[u8],
+    request_id: Option<String>,
+) -> Result<T, ProviderError> {
+    serde_json::from_slice(body).map_err(|e| ProviderError::Decode {
+        message: e.to_string(),
+        request_id,
+    })
 }
 
 fn content_from(response: Response) -> Content {
@@ -681,8 +708,17 @@ impl VideoProvider for OpenAiClient {
     }
 
     async fn delete(&self, id: &VideoId) -> Result<DeletedVideo, ProviderError> {
-        self.call(self.request(Method::DELETE, &["videos", id.as_str()]))
-            .await
+        let (body, request_id) = self
+            .send(self.request(Method::DELETE, &["videos", id.as_str()]))
+            .await?;
+        // Some gateways answer a delete with an empty 200 or 204.
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(DeletedVideo {
+                id: id.as_str().to_owned(),
+                deleted: true,
+            });
+        }
+        decode(&body, request_id)
     }
 
     async fn remix(&self, id: &VideoId, request: RemixVideo) -> Result<Video, ProviderError> {

@@ -344,3 +344,17 @@ async fn a_failed_generation_is_a_successful_call_with_a_job_error() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn delete_accepts_an_empty_answer_from_a_gateway() {
+    let t = start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/v1/videos/video_13"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&t.server)
+        .await;
+    let deleted = t.client.delete(&vid("video_13")).await.unwrap();
+    assert_eq!(deleted.id, "video_13");
+    assert!(deleted.deleted);
+}

@@ -468,3 +468,17 @@ async fn content_409_is_content_not_ready() {
     assert_eq!(err.code(), "content_not_ready");
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn a_read_is_not_retried_when_the_provider_asks_for_a_long_wait() {
+    let t = start_with(|c| c.with_read_retries(2)).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/videos/video_w"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "120"))
+        .expect(1)
+        .mount(&t.server)
+        .await;
+    let err = t.client.retrieve(&vid("video_w")).await.unwrap_err();
+    // The caller schedules the retry instead of a worker blocking for two minutes.
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+}
