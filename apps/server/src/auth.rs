@@ -1,0 +1,86 @@
+//! Authentication: from a request to the owner of the jobs it may see.
+//!
+//! The routes know only the [`Authenticator`] trait. This service's own implementation is
+//! [`ApiKeyAuth`] (bearer API keys whose hashes live in the store); an application that embeds the
+//! routes can bring its own (a session cookie, a JWT) without forking anything.
+
+use std::sync::Arc;
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use async_trait::async_trait;
+use sora_core::OwnerId;
+use sora_service::hash_api_key;
+use sora_store::JobStore;
+
+use crate::error::ApiError;
+
+/// Where a credential is being presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthContext {
+    /// A REST call: credentials in headers (or cookies) only.
+    Api,
+    /// A WebSocket upgrade: browsers cannot set headers there, so a `token` query parameter is
+    /// accepted too.
+    WebSocket,
+}
+
+/// Decides who is calling.
+#[async_trait(?Send)]
+pub trait Authenticator: Send + Sync + 'static {
+    /// The owner the request acts for, or a rejection (normally 401).
+    async fn authenticate(&self, req: &HttpRequest, ctx: AuthContext) -> Result<OwnerId, ApiError>;
+}
+
+/// Bearer API keys created with `sora-server keys create`.
+#[derive(Clone)]
+pub struct ApiKeyAuth {
+    store: Arc<dyn JobStore>,
+}
+
+impl std::fmt::Debug for ApiKeyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeyAuth")
+    }
+}
+
+impl ApiKeyAuth {
+    /// Keys looked up in this store.
+    pub fn new(store: Arc<dyn JobStore>) -> Self {
+        Self { store }
+    }
+}
+
+/// The bearer token of a request: the `Authorization: Bearer` header, or for a WebSocket the
+/// `token` query parameter.
+pub fn presented_token(req: &HttpRequest, ctx: AuthContext) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = token.trim();
+        return (!token.is_empty()).then(|| token.to_owned());
+    }
+    if ctx == AuthContext::WebSocket {
+        return url::form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| !v.is_empty());
+    }
+    None
+}
+
+#[async_trait(?Send)]
+impl Authenticator for ApiKeyAuth {
+    async fn authenticate(&self, req: &HttpRequest, ctx: AuthContext) -> Result<OwnerId, ApiError> {
+        let token = presented_token(req, ctx).ok_or_else(|| {
+            ApiError::unauthorized("Missing credential: send Authorization: Bearer <api key>")
+        })?;
+        let record = self.store.find_api_key(&hash_api_key(&token)).await?;
+        record
+            .map(|r| r.owner)
+            .ok_or_else(|| ApiError::unauthorized("The API key is not valid"))
+    }
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod ws;
+
+pub use app::{RunningServer, StartOptions, start};
+pub use auth::{ApiKeyAuth, AuthContext, Authenticator};
+pub use config::Config;
+pub use error::ApiError;

@@ -1,0 +1,491 @@
+//! The WebSocket broadcaster.
+//!
+//! One hub task owns every subscription and receives commands over a channel. It listens to the
+//! job-event bus (the store's change notices, which cross instances on PostgreSQL); for a job
+//! that has subscribers here it reads the job once, renders one message, and hands the same
+//! bytes to every subscriber. Each connection has a bounded outbox: a client too slow to keep up
+//! is closed with a reason rather than slowing anyone else (it reconnects and gets a snapshot,
+//! so nothing is lost).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use bytestring::ByteString;
+use serde::Deserialize;
+use sora_core::{JobId, OwnerId};
+use sora_service::{ServiceError, VideoService};
+use sora_store::ChangeNotice;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::dto::{Links, ProgressMessage};
+use crate::metrics::Metrics;
+
+/// How often the server pings a client.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A client that has answered nothing for this long is dropped.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
+/// How many messages may wait for one slow client before it is closed.
+pub const OUTBOX_CAPACITY: usize = 64;
+/// The most jobs one connection may watch.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// The largest frame a client may send.
+const MAX_FRAME: usize = 16 * 1024;
+
+type ConnId = u64;
+
+enum Command {
+    Connect {
+        conn: ConnId,
+        outbox: mpsc::Sender<ByteString>,
+        kill: CancellationToken,
+    },
+    Subscribe {
+        conn: ConnId,
+        job: JobId,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        job: JobId,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Deliver {
+        job: JobId,
+        version: u64,
+        text: ByteString,
+    },
+}
+
+/// A handle to the hub task. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    tx: mpsc::UnboundedSender<Command>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hub")
+    }
+}
+
+struct Conn {
+    outbox: mpsc::Sender<ByteString>,
+    kill: CancellationToken,
+    jobs: HashSet<JobId>,
+}
+
+struct HubState {
+    service: VideoService,
+    links: Links,
+    metrics: Arc<Metrics>,
+    tx: mpsc::UnboundedSender<Command>,
+    conns: HashMap<ConnId, Conn>,
+    subs: HashMap<JobId, HashSet<ConnId>>,
+    /// The newest version delivered per watched job, so stale reads are dropped.
+    delivered: HashMap<JobId, u64>,
+}
+
+impl Hub {
+    /// Starts the hub task on the current tokio runtime. It stops when `shutdown` is cancelled.
+    pub fn start(
+        service: VideoService,
+        links: Links,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let changes = service.subscribe();
+        let state = HubState {
+            service,
+            links,
+            metrics,
+            tx: tx.clone(),
+            conns: HashMap::new(),
+            subs: HashMap::new(),
+            delivered: HashMap::new(),
+        };
+        tokio::spawn(state.run(rx, changes, shutdown));
+        Self {
+            tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn send(&self, cmd: Command) {
+        // The hub outlives every connection except at shutdown, when dropping is right.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+impl HubState {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut changes: broadcast::Receiver<ChangeNotice>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                notice = changes.recv() => match notice {
+                    Ok(ChangeNotice::Changed { job_id, version }) => {
+                        if self.subs.contains_key(&job_id)
+                            && self.delivered.get(&job_id).is_none_or(|v| *v < version)
+                        {
+                            self.read_and_deliver(job_id);
+                        }
+                    }
+                    // Notices were lost (the listener reconnected, or we lagged): re-read
+                    // every watched job; versions drop what clients already have.
+                    Ok(ChangeNotice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let jobs: Vec<JobId> = self.subs.keys().copied().collect();
+                        for job in jobs {
+                            self.read_and_deliver(job);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        changes = self.service.subscribe();
+                    }
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { conn, outbox, kill } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        outbox,
+                        kill,
+                        jobs: HashSet::new(),
+                    },
+                );
+            }
+            Command::Subscribe { conn, job } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.jobs.insert(job);
+                    self.subs.entry(job).or_default().insert(conn);
+                }
+            }
+            Command::Unsubscribe { conn, job } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.jobs.remove(&job);
+                }
+                self.drop_sub(conn, job);
+            }
+            Command::Disconnect { conn } => self.disconnect(conn),
+            Command::Deliver { job, version, text } => {
+                if self.delivered.get(&job).is_some_and(|v| *v >= version) {
+                    return;
+                }
+                let Some(conns) = self.subs.get(&job) else {
+                    return;
+                };
+                self.delivered.insert(job, version);
+                let mut slow = Vec::new();
+                let mut sent = 0;
+                for conn in conns {
+                    if let Some(c) = self.conns.get(conn) {
+                        match c.outbox.try_send(text.clone()) {
+                            Ok(()) => sent += 1,
+                            Err(_) => slow.push(*conn),
+                        }
+                    }
+                }
+                self.metrics.ws_sent(sent);
+                for conn in slow {
+                    if let Some(c) = self.conns.get(&conn) {
+                        c.kill.cancel();
+                    }
+                    self.disconnect(conn);
+                }
+            }
+        }
+    }
+
+    fn drop_sub(&mut self, conn: ConnId, job: JobId) {
+        if let Some(set) = self.subs.get_mut(&job) {
+            set.remove(&conn);
+            if set.is_empty() {
+                self.subs.remove(&job);
+                self.delivered.remove(&job);
+            }
+        }
+    }
+
+    fn disconnect(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            for job in c.jobs {
+                self.drop_sub(conn, job);
+            }
+        }
+    }
+
+    /// Reads the job off the hub task and sends the rendered message back as a `Deliver`.
+    fn read_and_deliver(&self, job: JobId) {
+        let service = self.service.clone();
+        let links = self.links.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            match service.get_any(job).await {
+                Ok(Some(view)) => {
+                    let msg = ProgressMessage::new(&view, &links, false);
+                    let _ = tx.send(Command::Deliver {
+                        job,
+                        version: msg.version,
+                        text: msg.to_text(),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(job_id = %job, error = %e, "could not read a changed job"),
+            }
+        });
+    }
+}
+
+/// What a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Subscribe {
+        #[serde(rename = "jobId")]
+        job_id: String,
+    },
+    Unsubscribe {
+        #[serde(rename = "jobId")]
+        job_id: String,
+    },
+    Ping,
+}
+
+fn error_frame(code: &str, message: &str, job_id: Option<&str>) -> ByteString {
+    serde_json::json!({
+        "type": "error",
+        "code": code,
+        "message": message,
+        "jobId": job_id,
+    })
+    .to_string()
+    .into()
+}
+
+/// One connection's life: subscriptions, heartbeat, outbox, shutdown.
+#[derive(Debug)]
+pub struct Connection {
+    /// The owner the credential belongs to.
+    pub owner: OwnerId,
+    /// The hub.
+    pub hub: Hub,
+    /// The service, for ownership checks and snapshots.
+    pub service: VideoService,
+    /// Link builder.
+    pub links: Links,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Connection {
+    /// Upgrades the request and runs the connection on the current task's local set.
+    pub fn start(
+        self,
+        req: &HttpRequest,
+        body: web::Payload,
+        initial: Vec<JobId>,
+    ) -> Result<HttpResponse, actix_web::Error> {
+        let (response, session, stream) = actix_ws::handle(req, body)?;
+        let stream = stream
+            .max_frame_size(MAX_FRAME)
+            .aggregate_continuations()
+            .max_continuation_size(MAX_FRAME);
+        actix_web::rt::spawn(self.run(session, stream, initial));
+        Ok(response)
+    }
+
+    async fn run(
+        self,
+        mut session: actix_ws::Session,
+        mut stream: actix_ws::AggregatedMessageStream,
+        initial: Vec<JobId>,
+    ) {
+        let conn = self.hub.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (outbox, mut inbox) = mpsc::channel(OUTBOX_CAPACITY);
+        let kill = CancellationToken::new();
+        self.hub.send(Command::Connect {
+            conn,
+            outbox,
+            kill: kill.clone(),
+        });
+        self.metrics.ws_connected(1);
+        let mut subscribed: HashSet<JobId> = HashSet::new();
+
+        let mut close_reason = None;
+        for job in initial {
+            if let Err(reason) = self
+                .subscribe(conn, job, &mut subscribed, &mut session)
+                .await
+            {
+                close_reason = reason;
+                break;
+            }
+        }
+
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        heartbeat.tick().await;
+        let mut last_seen = Instant::now();
+        if close_reason.is_none() {
+            close_reason = loop {
+                tokio::select! {
+                    _ = kill.cancelled() => break Some(CloseReason {
+                        code: CloseCode::Again,
+                        description: Some("client too slow; reconnect to get the current state".into()),
+                    }),
+                    _ = self.shutdown.cancelled() => break Some(CloseReason {
+                        code: CloseCode::Away,
+                        description: Some("server shutting down; reconnect".into()),
+                    }),
+                    out = inbox.recv() => match out {
+                        Some(text) => if session.text(text).await.is_err() { break None },
+                        None => break None,
+                    },
+                    msg = stream.recv() => {
+                        last_seen = Instant::now();
+                        match msg {
+                            Some(Ok(AggregatedMessage::Text(text))) => {
+                                if let Err(reason) = self.on_text(conn, &text, &mut subscribed, &mut session).await {
+                                    break reason;
+                                }
+                            }
+                            Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                                if session.pong(&bytes).await.is_err() { break None }
+                            }
+                            Some(Ok(AggregatedMessage::Pong(_))) => {}
+                            Some(Ok(AggregatedMessage::Binary(_))) => {
+                                let frame = error_frame("unsupported", "binary frames are not supported; send JSON text", None);
+                                if session.text(frame).await.is_err() { break None }
+                            }
+                            Some(Ok(AggregatedMessage::Close(_))) | None => break None,
+                            Some(Err(_)) => break Some(CloseReason {
+                                code: CloseCode::Protocol,
+                                description: Some("protocol error".into()),
+                            }),
+                        }
+                    }
+                    _ = heartbeat.tick() => {
+                        if last_seen.elapsed() > CLIENT_TIMEOUT {
+                            break Some(CloseReason {
+                                code: CloseCode::Normal,
+                                description: Some("heartbeat timeout".into()),
+                            });
+                        }
+                        if session.ping(b"").await.is_err() { break None }
+                    }
+                }
+            };
+        }
+        self.hub.send(Command::Disconnect { conn });
+        self.metrics.ws_connected(-1);
+        let _ = session.close(close_reason).await;
+    }
+
+    /// Handles one client message. `Err` closes the connection with the given reason.
+    async fn on_text(
+        &self,
+        conn: ConnId,
+        text: &str,
+        subscribed: &mut HashSet<JobId>,
+        session: &mut actix_ws::Session,
+    ) -> Result<(), Option<CloseReason>> {
+        let reply = match serde_json::from_str::<ClientMessage>(text) {
+            Err(_) => Some(error_frame(
+                "invalid_message",
+                r#"expected {"type":"subscribe"|"unsubscribe","jobId":"..."} or {"type":"ping"}"#,
+                None,
+            )),
+            Ok(ClientMessage::Ping) => Some(ByteString::from_static(r#"{"type":"pong"}"#)),
+            Ok(ClientMessage::Subscribe { job_id }) => match job_id.parse::<JobId>() {
+                Ok(job) => return self.subscribe(conn, job, subscribed, session).await,
+                Err(e) => Some(error_frame("invalid_job_id", &e.to_string(), Some(&job_id))),
+            },
+            Ok(ClientMessage::Unsubscribe { job_id }) => match job_id.parse::<JobId>() {
+                Ok(job) => {
+                    subscribed.remove(&job);
+                    self.hub.send(Command::Unsubscribe { conn, job });
+                    Some(
+                        serde_json::json!({"type": "unsubscribed", "jobId": job})
+                            .to_string()
+                            .into(),
+                    )
+                }
+                Err(e) => Some(error_frame("invalid_job_id", &e.to_string(), Some(&job_id))),
+            },
+        };
+        if let Some(reply) = reply
+            && session.text(reply).await.is_err()
+        {
+            return Err(None);
+        }
+        Ok(())
+    }
+
+    /// Registers with the hub first, then reads the snapshot, so no change can fall between
+    /// the two (a change may arrive twice; its version tells).
+    async fn subscribe(
+        &self,
+        conn: ConnId,
+        job: JobId,
+        subscribed: &mut HashSet<JobId>,
+        session: &mut actix_ws::Session,
+    ) -> Result<(), Option<CloseReason>> {
+        if !subscribed.contains(&job) && subscribed.len() >= MAX_SUBSCRIPTIONS {
+            let frame = error_frame(
+                "too_many_subscriptions",
+                &format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
+                Some(&job.to_string()),
+            );
+            return session.text(frame).await.map_err(|_| None);
+        }
+        self.hub.send(Command::Subscribe { conn, job });
+        let frame = match self.service.get(&self.owner, job).await {
+            Ok(view) => {
+                subscribed.insert(job);
+                ProgressMessage::new(&view, &self.links, true).to_text()
+            }
+            Err(e) => {
+                if !subscribed.contains(&job) {
+                    self.hub.send(Command::Unsubscribe { conn, job });
+                }
+                match e {
+                    ServiceError::NotFound(_) => error_frame(
+                        "job_not_found",
+                        "No such job for this caller",
+                        Some(&job.to_string()),
+                    ),
+                    other => {
+                        tracing::warn!(job_id = %job, error = %other, "could not read a job for a subscriber");
+                        error_frame(
+                            "unavailable",
+                            "Could not read the job; try again",
+                            Some(&job.to_string()),
+                        )
+                    }
+                }
+            }
+        };
+        session.text(frame).await.map_err(|_| None)
+    }
+}
