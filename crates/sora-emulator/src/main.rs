@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use sora_emulator::{Emulator, EmulatorConfig, Faults, WebhookRetry, WebhookTarget};
 use sora_openai::webhook::WebhookSecret;
 use tracing_subscriber::EnvFilter;
@@ -51,7 +51,7 @@ struct Cli {
         hide_env_values = true,
         requires = "webhook_url"
     )]
-    webhook_secret: Option<WebhookSecret>,
+    webhook_secret: Option<SecretString>,
 
     /// How long a generation takes from create to completed, in milliseconds.
     #[arg(long, default_value_t = 5000)]
@@ -146,12 +146,21 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> EmulatorConfig {
+    /// The configuration these flags describe. The webhook secret is parsed here rather than by
+    /// clap, whose error messages would echo the rejected value.
+    fn into_config(self) -> anyhow::Result<EmulatorConfig> {
         let webhook = match (self.webhook_url, self.webhook_secret) {
-            (Some(url), Some(secret)) => Some(WebhookTarget { url, secret }),
+            (Some(url), Some(secret)) => {
+                let secret: WebhookSecret = secret.expose_secret().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid value for --webhook-secret: expected `whsec_` followed by                          base64 (the value is not shown)"
+                    )
+                })?;
+                Some(WebhookTarget { url, secret })
+            }
             _ => None,
         };
-        EmulatorConfig {
+        let config = EmulatorConfig {
             bind: self.bind,
             api_key: self.api_key,
             webhook,
@@ -180,7 +189,9 @@ impl Cli {
                 webhook_delay: Duration::from_millis(self.webhook_delay_ms),
                 webhook_out_of_order: self.webhook_out_of_order,
             },
-        }
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -191,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = Cli::parse().into_config();
+    let config = Cli::parse().into_config()?;
     let handle = Emulator::start(config)
         .await
         .context("starting the emulator")?;
@@ -234,12 +245,11 @@ mod tests {
             "0.5",
         ])
         .unwrap();
-        let config = cli.into_config();
+        let config = cli.into_config().unwrap();
         assert_eq!(config.generation_duration, Duration::from_millis(300));
         assert_eq!(config.allowed_seconds, ["4", "10"]);
         assert_eq!(config.faults.rate_limit_creates, 2);
         assert!(config.webhook.is_some());
-        assert!(config.validate().is_ok());
         assert!(!format!("{config:?}").contains("MfKQ9r8"));
     }
 
