@@ -489,7 +489,7 @@ impl ErrorDetail {
     /// The provider's message, else the start of the body, else the status's reason.
     fn message_or(&self, status: StatusCode, body: &[u8]) -> String {
         if let Some(m) = self.message.as_ref().filter(|m| !m.trim().is_empty()) {
-            return m.clone();
+            return m.chars().take(MAX_MESSAGE_CHARS).collect();
         }
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
@@ -503,6 +503,9 @@ impl ErrorDetail {
         self.code.as_deref() == Some(word) || self.kind.as_deref() == Some(word)
     }
 }
+
+/// The longest provider message kept in an error.
+const MAX_MESSAGE_CHARS: usize = 2000;
 
 /// Whether a 404 message on `/content` means "the generation has not finished yet".
 fn says_not_ready(message: &str) -> bool {
