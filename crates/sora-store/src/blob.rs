@@ -18,8 +18,8 @@ use object_store::{
 
 use crate::StoreError;
 
-/// The part size of multipart uploads.
-const PART_SIZE: usize = 8 * 1024 * 1024;
+/// The part size of multipart uploads (S3's minimum).
+const PART_SIZE: usize = 5 * 1024 * 1024;
 /// How many parts may be in flight at once (memory use is about `PART_SIZE * (1 + this)`).
 const PARTS_IN_FLIGHT: usize = 2;
 

@@ -97,8 +97,8 @@ pub(crate) fn redact_url(url: &str) -> String {
             }
             parsed.to_string()
         }
-        // Not a URL: show only the scheme-ish prefix, never the rest (it might hold a secret).
-        Err(_) => url.split(':').next().unwrap_or_default().to_owned() + ":...",
+        // Not a URL: show nothing of it (it might hold a secret).
+        Err(_) => "(an unparseable URL)".to_owned(),
     }
 }
 

@@ -342,12 +342,12 @@ impl JobStore for PgStore {
         let row = sqlx::query(
             "WITH waiting AS ( \
                  SELECT EXISTS (SELECT 1 FROM webhook_inbox \
-                     WHERE $5::text IS NOT NULL AND video_id = $5 AND job_id IS NULL) AS any \
+                     WHERE $5::text IS NOT NULL AND video_id = $5 AND job_id IS NULL) AS found \
              ), updated AS ( \
                  UPDATE jobs SET status = $3, progress = $4, video_id = $5, error_code = $6, \
                      error_message = $7, artifacts = $8::jsonb, provider_expires_at = $9, \
                      version = $10, updated_at = $11, submitted_at = $12, finished_at = $13, \
-                     next_run_at = CASE WHEN (SELECT any FROM waiting) \
+                     next_run_at = CASE WHEN (SELECT found FROM waiting) \
                          THEN LEAST(COALESCE($14, next_run_at), $18) \
                          ELSE COALESCE($14, next_run_at) END, \
                      attempts = CASE WHEN $15 THEN 0 ELSE attempts END, \
