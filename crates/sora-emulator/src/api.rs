@@ -80,10 +80,13 @@ pub(crate) async fn frame_fn(
             shared.config.api_key.as_ref(),
         );
     }
+    let method = req.method().clone();
+    let path = req.path().to_owned();
     let mut res = match outcome {
         Ok(()) => next.call(req).await?.map_into_left_body(),
         Err(e) => req.into_response(e.error_response()).map_into_right_body(),
     };
+    tracing::debug!(%method, %path, status = res.status().as_u16(), %request_id, "request");
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         res.headers_mut()
             .insert(header::HeaderName::from_static("x-request-id"), value);

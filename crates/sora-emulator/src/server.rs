@@ -102,12 +102,13 @@ impl Emulator {
             addr,
             shared,
             server: server_handle,
-            tasks: vec![server_task_abort(server_task), ticker, dispatcher],
+            tasks: vec![watch_server(server_task), ticker, dispatcher],
         })
     }
 }
 
-fn server_task_abort(task: JoinHandle<std::io::Result<()>>) -> JoinHandle<()> {
+/// Logs how the HTTP server task ended (it is stopped through its `ServerHandle`).
+fn watch_server(task: JoinHandle<std::io::Result<()>>) -> JoinHandle<()> {
     tokio::spawn(async move {
         match task.await {
             Ok(Ok(())) => {}
