@@ -208,6 +208,8 @@ pub struct Faults {
     pub webhook_delay: Duration,
     /// After each webhook, also send a stale one of the opposite type (see the crate docs).
     pub webhook_out_of_order: bool,
+    /// Send each job's webhook as soon as it starts `in_progress`, before retrieve says it ended.
+    pub webhook_early: bool,
 }
 
 impl Default for Faults {
@@ -224,6 +226,7 @@ impl Default for Faults {
             webhook_copies: 1,
             webhook_delay: Duration::ZERO,
             webhook_out_of_order: false,
+            webhook_early: false,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct PromptFaults {
     pub webhook_delay: Option<Duration>,
     /// `[out-of-order]`: a stale webhook of the opposite type follows the real one.
     pub out_of_order: bool,
+    /// `[early-webhook]`: the webhook announcing the job's outcome is sent as soon as the job
+    /// starts `in_progress`, before a retrieve shows that outcome.
+    pub early_webhook: bool,
     /// `[expire-early]`: the content expires at the moment of completion.
     pub expire_early: bool,
     /// `[stall]`: the job stays `in_progress` forever.
@@ -103,6 +106,7 @@ impl PromptFaults {
                 }
             }
             "out-of-order" if arg.is_none() => self.out_of_order = true,
+            "early-webhook" if arg.is_none() => self.early_webhook = true,
             "expire-early" if arg.is_none() => self.expire_early = true,
             "stall" if arg.is_none() => self.stall = true,
             _ => {}
@@ -130,6 +134,7 @@ pub(crate) struct JobFaults {
     pub webhook_copies: u32,
     pub webhook_delay: Duration,
     pub out_of_order: bool,
+    pub early_webhook: bool,
 }
 
 impl JobFaults {
@@ -152,6 +157,7 @@ impl JobFaults {
                 .max(1),
             webhook_delay: prompt.webhook_delay.unwrap_or(global.webhook_delay),
             out_of_order: prompt.out_of_order || global.webhook_out_of_order,
+            early_webhook: prompt.early_webhook || global.webhook_early,
         }
     }
 }
@@ -172,7 +178,7 @@ mod tests {
     fn every_marker_is_read() {
         let f = PromptFaults::parse(
             "x [fail:moderation_blocked] [429:3] [quota] [503:2] [delay:150] [drop-webhook] \
-             [dup-webhook:4] [late-webhook:250] [out-of-order] [expire-early] [stall]",
+             [dup-webhook:4] [late-webhook:250] [out-of-order] [expire-early] [stall] [early-webhook]",
         );
         assert_eq!(f.fail.as_deref(), Some("moderation_blocked"));
         assert_eq!(f.rate_limit, 3);
@@ -182,7 +188,7 @@ mod tests {
         assert!(f.drop_webhook);
         assert_eq!(f.webhook_copies, Some(4));
         assert_eq!(f.webhook_delay, Some(Duration::from_millis(250)));
-        assert!(f.out_of_order && f.expire_early && f.stall);
+        assert!(f.out_of_order && f.expire_early && f.stall && f.early_webhook);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use url::Url;
 ///                          the webhook is sent N times in all (default 2), same webhook-id
 ///   [late-webhook:MS]      the webhook is sent MS milliseconds after the job ended
 ///   [out-of-order]         a stale webhook of the opposite type (older created_at) follows
+///   [early-webhook]        the webhook is sent when the job starts in_progress, before it ends
 ///   [expire-early]         content expires at completion: /content answers 404 expired
 ///   [stall]                the job stays in_progress forever (progress stops at 99)
 #[derive(Debug, Parser)]
@@ -143,6 +144,11 @@ struct Cli {
     /// Fault: after each webhook, send a stale one of the opposite type with an older created_at.
     #[arg(long, help_heading = "Faults")]
     webhook_out_of_order: bool,
+
+    /// Fault: send each webhook as soon as its job starts in_progress, before retrieve shows the
+    /// outcome it announces.
+    #[arg(long, help_heading = "Faults")]
+    webhook_early: bool,
 }
 
 impl Cli {
@@ -188,6 +194,7 @@ impl Cli {
                 webhook_copies: self.webhook_copies,
                 webhook_delay: Duration::from_millis(self.webhook_delay_ms),
                 webhook_out_of_order: self.webhook_out_of_order,
+                webhook_early: self.webhook_early,
             },
         };
         config.validate()?;

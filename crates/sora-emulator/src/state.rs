@@ -123,6 +123,8 @@ struct Job {
     created_ms: i64,
     expires: Option<Instant>,
     faults: JobFaults,
+    /// Whether its webhook notice was handed to the dispatcher (once per job).
+    notified: bool,
 }
 
 /// Why a file cannot be downloaded.
@@ -264,6 +266,7 @@ impl Store {
             created_ms,
             expires: None,
             faults: new.faults,
+            notified: false,
         });
         video
     }
@@ -378,23 +381,40 @@ impl Store {
             if elapsed >= queued_for {
                 job.video.status = Status::InProgress;
                 job.video.progress = job.video.progress.max(percent(elapsed));
+                if job.faults.early_webhook && !job.faults.stall {
+                    // Announce the outcome the job is bound to reach, before it does.
+                    let kind = match job.faults.fail {
+                        Some(_) => EventKind::Failed,
+                        None => EventKind::Completed,
+                    };
+                    notify(job, kind, drop_share, &self.notices);
+                }
             }
             return;
         };
-        let drop = job.faults.drop_webhook
-            || (drop_share > 0.0 && rand::rng().random::<f64>() < drop_share);
-        let notice = Notice {
-            video_id: job.video.id.clone(),
-            kind,
-            drop,
-            copies: job.faults.webhook_copies,
-            delay: job.faults.webhook_delay,
-            out_of_order: job.faults.out_of_order,
-        };
-        tracing::info!(video_id = %notice.video_id, status = job.video.status.as_str(), "video finished");
-        // The dispatcher is gone only while the emulator stops; nothing is lost that matters.
-        let _ = self.notices.send(notice);
+        tracing::info!(video_id = %job.video.id, status = job.video.status.as_str(), "video finished");
+        notify(job, kind, drop_share, &self.notices);
     }
+}
+
+/// Hands a job's webhook notice to the dispatcher, unless it already was.
+fn notify(job: &mut Job, kind: EventKind, drop_share: f64, notices: &UnboundedSender<Notice>) {
+    if job.notified {
+        return;
+    }
+    job.notified = true;
+    let drop =
+        job.faults.drop_webhook || (drop_share > 0.0 && rand::rng().random::<f64>() < drop_share);
+    let notice = Notice {
+        video_id: job.video.id.clone(),
+        kind,
+        drop,
+        copies: job.faults.webhook_copies,
+        delay: job.faults.webhook_delay,
+        out_of_order: job.faults.out_of_order,
+    };
+    // The dispatcher is gone only while the emulator stops; nothing is lost that matters.
+    let _ = notices.send(notice);
 }
 
 #[cfg(test)]
@@ -487,6 +507,25 @@ mod tests {
             store.content(&stalled.id, t0),
             Err(ContentError::NotReady(Status::InProgress))
         );
+    }
+
+    #[test]
+    fn an_early_webhook_is_announced_when_the_job_starts_and_only_then() {
+        let (mut store, mut rx) = store(1000);
+        let v = store.insert(new_video(JobFaults {
+            early_webhook: true,
+            ..JobFaults::default()
+        }));
+        let t0 = store.jobs[0].started;
+        store.advance_all(t0 + Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "still queued");
+        let running = store.get(&v.id, t0 + Duration::from_millis(150)).unwrap();
+        assert_eq!(running.status, Status::InProgress);
+        assert_eq!(rx.try_recv().unwrap().kind, EventKind::Completed);
+        store.advance_all(t0 + Duration::from_millis(500));
+        let done = store.get(&v.id, t0 + Duration::from_secs(2)).unwrap();
+        assert_eq!(done.status, Status::Completed);
+        assert!(rx.try_recv().is_err(), "one notice per job");
     }
 
     #[test]

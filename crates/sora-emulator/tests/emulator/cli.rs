@@ -37,6 +37,7 @@ fn help_documents_every_option_and_marker() {
         "--webhook-copies",
         "--webhook-delay-ms",
         "--webhook-out-of-order",
+        "--webhook-early",
     ] {
         assert!(help.contains(option), "--help does not mention {option}");
     }
@@ -50,6 +51,7 @@ fn help_documents_every_option_and_marker() {
         "[dup-webhook:N]",
         "[late-webhook:MS]",
         "[out-of-order]",
+        "[early-webhook]",
         "[expire-early]",
         "[stall]",
     ] {

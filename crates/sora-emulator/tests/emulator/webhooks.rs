@@ -262,6 +262,33 @@ async fn out_of_order_marker_follows_the_real_event_with_a_stale_opposite_one() 
 }
 
 #[tokio::test]
+async fn early_webhook_marker_announces_the_outcome_before_retrieve_shows_it() {
+    let receiver = Receiver::start().await;
+    answer_webhooks(&receiver, 200).await;
+    let emu = TestEmulator::start(EmulatorConfig {
+        generation_duration: Duration::from_millis(600),
+        ..config_for(&receiver)
+    })
+    .await;
+    let video = emu.create("impatient [early-webhook]").await.unwrap();
+    let got = receiver.wait_for(1, Duration::from_secs(5)).await;
+    let now = emu.client.retrieve(&video.id).await.unwrap();
+    assert_eq!(now.status, VideoStatus::InProgress, "the event came first");
+    let event = receiver.verify(&got[0]);
+    assert_eq!(event.event.kind, WebhookEventKind::VideoCompleted);
+    let done = emu
+        .retrieve_until(&video.id, |v| v.status.is_terminal())
+        .await;
+    assert_eq!(done.status, VideoStatus::Completed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        receiver.deliveries().await.len(),
+        1,
+        "no second event at completion"
+    );
+}
+
+#[tokio::test]
 async fn without_a_webhook_target_nothing_is_sent_and_jobs_still_finish() {
     let receiver = Receiver::start().await;
     answer_webhooks(&receiver, 200).await;
