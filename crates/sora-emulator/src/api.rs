@@ -285,38 +285,44 @@ async fn create(
 /// Applies the create faults and the `[delay]` marker, then stores the job.
 async fn start_video(shared: &Shared, mut new: NewVideo) -> Result<HttpResponse, ApiError> {
     let markers = PromptFaults::parse(&new.prompt);
-    let retry_after = shared.config.retry_after;
-    let (fault, video) = {
+    let outcome = {
         let mut store = shared.store();
         new.faults = JobFaults::combine(&markers, store.faults());
         match store.create_fault(&new.prompt, &markers) {
-            Some(fault) => (Some(fault), None),
-            None => (None, Some(store.insert(new))),
+            Some(fault) => Err(fault),
+            None => Ok(store.insert(new)),
         }
     };
     if let Some(delay) = markers.delay {
         tokio::time::sleep(delay).await;
     }
-    match (fault, video) {
-        (_, Some(video)) => {
+    match outcome {
+        Ok(video) => {
             tracing::info!(video_id = %video.id, model = %video.model, "video created");
             Ok(HttpResponse::Ok().json(video))
         }
-        (Some(CreateFault::RateLimited), None) => Err(ApiError::new(
+        Err(fault) => Err(fault_answer(fault, shared.config.retry_after)),
+    }
+}
+
+/// The error answer of an injected create fault.
+fn fault_answer(fault: CreateFault, retry_after: Duration) -> ApiError {
+    match fault {
+        CreateFault::RateLimited => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "Rate limit reached for requests (injected by the emulator). Please try again later.",
         )
         .kind("requests")
         .code("rate_limit_exceeded")
-        .retry_after(retry_after)),
-        (Some(CreateFault::Quota), None) => Err(ApiError::new(
+        .retry_after(retry_after),
+        CreateFault::Quota => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "You exceeded your current quota, please check your plan and billing details \
              (injected by the emulator).",
         )
         .kind("insufficient_quota")
-        .code("insufficient_quota")),
-        (Some(CreateFault::ServerError(status)), None) => {
+        .code("insufficient_quota"),
+        CreateFault::ServerError(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let err = ApiError::new(
                 status,
@@ -324,17 +330,12 @@ async fn start_video(shared: &Shared, mut new: NewVideo) -> Result<HttpResponse,
                  emulator).",
             )
             .kind("server_error");
-            Err(if status == StatusCode::SERVICE_UNAVAILABLE {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
                 err.retry_after(retry_after)
             } else {
                 err
-            })
+            }
         }
-        (None, None) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the emulator lost track of a create",
-        )
-        .kind("server_error")),
     }
 }
 
