@@ -85,6 +85,19 @@ impl RunningServer {
         tracing::info!("stopped");
     }
 
+    /// Stops as a crash would: connections dropped, workers aborted mid-step, leases left to
+    /// expire, nothing given back. For tests of recovery.
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        self.server.stop(false).await;
+        self.task.abort();
+        // Dropping the handle aborts the worker tasks without releasing their leases.
+        drop(self.workers.take());
+        if let Some(emulator) = self.emulator.take() {
+            emulator.stop().await;
+        }
+    }
+
     /// Waits until the HTTP server ends by itself (it normally does not).
     pub async fn wait(&mut self) -> std::io::Result<()> {
         match (&mut self.task).await {
