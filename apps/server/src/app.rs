@@ -243,6 +243,22 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         metrics.clone(),
         shutdown.child_token(),
     );
+    let dev_key = match &emulator {
+        Some(_) => {
+            let key = sora_service::generate_api_key();
+            let owner: sora_core::OwnerId = "demo".parse().expect("a valid owner");
+            store
+                .create_api_key(
+                    &owner,
+                    &sora_service::hash_api_key(&key),
+                    Some("demo page (emulator mode)"),
+                )
+                .await
+                .context("cannot create the development key")?;
+            Some(key)
+        }
+        None => None,
+    };
     let auth: Arc<dyn Authenticator> = Arc::new(ApiKeyAuth::new(store));
     let state = web::Data::new(ApiState {
         service: service.clone(),
@@ -254,6 +270,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         allowed_origins: config.cors_origins.clone(),
         shutdown: shutdown.clone(),
         max_upload_bytes: config.max_upload_bytes,
+        dev_key,
     });
 
     let workers =

@@ -145,6 +145,7 @@ pub fn document() -> Value {
                 "get": {"summary": "Read one job", "responses": {"200": {"description": "The job"}, "404": error_response("No such job for this caller")}},
                 "delete": {"summary": "Cancel a job (or delete a finished job's files) and delete it upstream", "responses": {"200": {"description": "{job, cancelled, filesDeleted, upstream: {outcome, message}}"}, "404": error_response("No such job for this caller")}}
             },
+            "/api/dev-key": {"get": {"summary": "Emulator mode only: an API key of the owner `demo` for the demo page", "security": [], "responses": {"200": {"description": "{apiKey, owner, emulator}"}, "404": error_response("Not in emulator mode")}}},
             "/api/presets": {"get": {"summary": "The models, sizes, durations and presets on offer", "security": [], "responses": {"200": {"description": "The catalogue"}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Readiness (database reachable)", "security": [], "responses": {"200": {"description": "ready"}, "503": error_response("not ready")}}},

@@ -52,6 +52,9 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// The largest input-reference image.
     pub max_upload_bytes: usize,
+    /// In emulator mode only: an API key of the owner `demo`, handed to the demo page by
+    /// `GET /api/dev-key` so it works out of the box. `None` with a real provider.
+    pub dev_key: Option<String>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -92,6 +95,11 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
         "/api/presets",
         Method::GET,
         web::get().to(presets),
+    ))
+    .service(resource(
+        "/api/dev-key",
+        Method::GET,
+        web::get().to(dev_key),
     ));
 }
 
@@ -425,6 +433,20 @@ async fn delete_job(
             "message": outcome.upstream.message(),
         },
     })))
+}
+
+/// The development credential, in emulator mode only (a real deployment answers 404).
+async fn dev_key(state: State) -> Result<HttpResponse, ApiError> {
+    match &state.dev_key {
+        Some(key) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"apiKey": key, "owner": "demo", "emulator": true}))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No development credential: the server runs against a real provider",
+        )),
+    }
 }
 
 async fn presets(state: State) -> HttpResponse {
