@@ -6,6 +6,7 @@ mod store {
     pub mod blob;
     pub mod common;
     pub mod conformance;
+    pub mod mock;
     pub mod postgres;
     pub mod sqlite;
 }

@@ -187,6 +187,7 @@ async fn fifty_megabytes_stream_in_and_back_by_ranges_with_flat_memory() {
     let growth = peak
         .load(std::sync::atomic::Ordering::Relaxed)
         .saturating_sub(base);
+    eprintln!("resident memory growth: {} KiB", growth / 1024);
     assert!(
         growth < LIMIT,
         "resident memory grew by {} MiB while moving a 50 MiB file",

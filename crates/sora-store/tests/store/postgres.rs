@@ -28,10 +28,13 @@ async fn eight_concurrent_claimers_over_200_jobs_claim_each_exactly_once() {
         a.insert_job(&job("alice", at(i % 50)), None).await.unwrap();
     }
     let now = at(100);
+    let start = Arc::new(tokio::sync::Barrier::new(8));
     let mut tasks = Vec::new();
     for w in 0..8 {
         let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             let mut mine = Vec::new();
             loop {
                 let got = store
@@ -48,7 +51,8 @@ async fn eight_concurrent_claimers_over_200_jobs_claim_each_exactly_once() {
                     break;
                 }
                 mine.extend(got.into_iter().map(|c| (c.job.id(), c.lease.worker)));
-                tokio::task::yield_now().await;
+                // Hold the batch a moment, as a worker would, so the claimers overlap.
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             mine
         }));
