@@ -435,7 +435,7 @@ impl JobStore for SqliteStore {
             });
         }
         Ok(Lease {
-            expires_at: expires,
+            expires_at: truncate_micros(expires),
             ..lease.clone()
         })
     }

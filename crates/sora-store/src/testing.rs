@@ -147,10 +147,18 @@ async fn find_server() -> Result<String, String> {
     if answers(DEFAULT_SERVER_URL).await {
         return Ok(DEFAULT_SERVER_URL.to_owned());
     }
-    let (url, dir) = tokio::task::spawn_blocking(start_throwaway_cluster)
+    start_throwaway_cluster().await
+}
+
+/// Starts a throwaway PostgreSQL cluster from the installed binaries (as the `postgres` user
+/// when running as root), in a temporary directory, on a free loopback port, trusting local
+/// connections. It runs until this process ends. Returns the URL of its `postgres` database.
+/// Fails, saying `apt-get install postgresql`, where PostgreSQL is not installed.
+pub async fn start_throwaway_cluster() -> Result<String, String> {
+    let (url, dir) = tokio::task::spawn_blocking(spawn_cluster)
         .await
         .map_err(|e| format!("starting a cluster panicked: {e}"))??;
-    for _ in 0..60 {
+    for _ in 0..120 {
         if answers(&url).await {
             return Ok(url);
         }
@@ -177,15 +185,18 @@ fn installed_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, bin)| bin)
 }
 
-/// Starts a cluster in a temporary directory on a free port, trusting local connections, for
-/// the life of this process (a watcher stops it when the process is gone). Returns its URL
-/// (it may take a moment to answer) and its directory.
-fn start_throwaway_cluster() -> Result<(String, PathBuf), String> {
+/// Starts the cluster's server for the life of this process (a watcher stops it and deletes
+/// its directory when the process is gone). Returns its URL (it may take a moment to answer) and its directory.
+fn spawn_cluster() -> Result<(String, PathBuf), String> {
     let bin = installed_bin().ok_or(
         "no PostgreSQL server answers at 127.0.0.1:5432 and PostgreSQL is not installed; \
          install it with `apt-get install postgresql` (or set DATABASE_URL to a server)",
     )?;
-    let dir = std::env::temp_dir().join(format!("sora-pg-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sora-pg-{}-{}",
+        std::process::id(),
+        ulid::Ulid::new().to_string().to_lowercase()
+    ));
     let data = dir.join("data");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -219,7 +230,7 @@ fn start_throwaway_cluster() -> Result<(String, PathBuf), String> {
     let script = format!(
         "{postgres} -D {data} -p {port} -c listen_addresses=127.0.0.1 -k {dir} \
          -c fsync=off -c max_connections=300 >{dir}/log 2>&1 & pg=$!; \
-         while [ -d /proc/{me} ]; do sleep 1; done; kill $pg",
+         while [ -d /proc/{me} ]; do sleep 1; done; kill $pg; wait $pg; rm -rf {dir}",
         postgres = postgres.display(),
         data = data.display(),
         dir = dir.display(),

@@ -326,3 +326,19 @@ async fn a_corrupt_row_is_an_error_not_a_panic() {
     drop(store);
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throwaway_cluster_starts_from_the_installed_binaries() {
+    let url = sora_store::testing::start_throwaway_cluster()
+        .await
+        .unwrap();
+    assert!(!url.contains(":5432/"), "{url}");
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    PG_MIGRATOR.run(&mut conn).await.unwrap();
+    let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n.0, 0);
+    conn.close().await.unwrap();
+}
