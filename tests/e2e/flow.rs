@@ -209,3 +209,40 @@ async fn a_job_can_be_cancelled_and_the_provider_copy_is_deleted() {
     assert_eq!(app.status(&job).await["status"], "cancelled");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn graceful_shutdown_closes_websockets_with_a_reason() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let app = TestApp::spawn().await;
+    let job = app.create_job("interrupted [stall]").await;
+    app.wait_for(&job, "in_progress", JOB_TIMEOUT).await;
+    let url = format!(
+        "ws://{}/api/ws?token={}&jobId={job}",
+        app.server().addr(),
+        app.key
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let _snapshot = ws.next().await.unwrap().unwrap();
+
+    let mut app = app;
+    let db = app.db.take();
+    app.server.take().unwrap().stop().await;
+
+    let close = loop {
+        match tokio::time::timeout(JOB_TIMEOUT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let frame = close.expect("a close reason");
+    assert_eq!(frame.code, CloseCode::Away);
+    assert!(frame.reason.contains("shutting down"), "{}", frame.reason);
+
+    if let Some(db) = db {
+        db.cleanup().await;
+    }
+}
