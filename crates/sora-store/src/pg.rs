@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sora_core::{Job, JobId, JobStatus, OwnerId, VideoId};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -71,7 +71,6 @@ impl PgStore {
         let options: PgConnectOptions = url.parse().map_err(|e| {
             StoreError::Config(format!("invalid database URL {}: {e}", redact_url(url)))
         })?;
-        let options = options.log_statements(tracing::log::LevelFilter::Debug);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -83,8 +82,9 @@ impl PgStore {
         Self::from_pool(pool).await
     }
 
-    /// A store over an existing pool. Starts the change listener (one extra connection from
-    /// the pool's settings) and waits until it listens, so no later change is missed.
+    /// A store over an existing pool. Starts the change listener, which keeps one of the pool's
+    /// connections for itself (so the pool needs at least two), and waits until it listens, so
+    /// no later change is missed.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
         let (notices, _) = broadcast::channel(NOTICE_CAPACITY);
         let listener = listen(&pool).await?;

@@ -106,6 +106,27 @@ async fn the_file_store_creates_its_directory_and_reads_writes_ranges_and_delete
 }
 
 #[tokio::test]
+async fn a_relative_file_url_is_relative_to_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    // A relative path from here to the temporary directory.
+    let ups = "../".repeat(cwd.components().count() - 1);
+    let target = dir.path().join("rel/videos");
+    let relative = format!(
+        "{ups}{}",
+        target.display().to_string().trim_start_matches('/')
+    );
+    assert!(!relative.starts_with('/'));
+    let store = BlobStore::from_url(&format!("file://{relative}")).unwrap();
+    assert!(target.is_dir());
+    store
+        .put_bytes("a.txt", Bytes::from_static(b"hi"), "text/plain")
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(target.join("a.txt")).unwrap(), b"hi");
+}
+
+#[tokio::test]
 async fn unknown_storage_urls_are_refused() {
     for url in ["ftp://x/y", "nonsense"] {
         let err = BlobStore::from_url(url).unwrap_err();

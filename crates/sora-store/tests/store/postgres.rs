@@ -300,6 +300,22 @@ async fn a_connection_error_never_shows_the_password() {
 }
 
 #[tokio::test]
+async fn the_store_debug_output_never_shows_the_password() {
+    let db = TestPostgres::new().await;
+    let mut url = url::Url::parse(&db.url).unwrap();
+    if url.password().is_none() {
+        // The local test server trusts loopback connections, so any password is accepted.
+        url.set_password(Some("hunter2")).unwrap();
+    }
+    let password = url.password().unwrap().to_owned();
+    let store = PgStore::connect(url.as_str()).await.unwrap();
+    let debug = format!("{store:?}");
+    assert!(!debug.contains(&password), "{debug}");
+    drop(store);
+    db.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_corrupt_row_is_an_error_not_a_panic() {
     let db = TestPostgres::new().await;
     let store = migrated_store(&db).await;
