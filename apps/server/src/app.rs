@@ -13,20 +13,19 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use sora_core::Catalogue;
-use sora_openai::webhook::{WebhookSecret, WebhookVerifier};
+use sora_openai::webhook::WebhookSecret;
 use sora_openai::{OpenAiClient, OpenAiConfig, VideoProvider};
 use sora_service::{LinkSigner, PollSchedule, ServiceConfig, VideoService, Workers, WorkersHandle};
 use sora_store::BlobStore;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::auth::{ApiKeyAuth, Authenticator};
+use crate::auth::ApiKeyAuth;
 use crate::config::{Config, redact_url};
-use crate::dto::Links;
+use crate::embed::SoraApi;
 use crate::error::ApiError;
 use crate::metrics::{MeteredProvider, Metrics};
-use crate::routes::{ApiState, api_routes, ops_routes};
-use crate::ws::Hub;
+use crate::routes::ApiState;
 
 /// A running server: its address, and the handles to stop it.
 pub struct RunningServer {
@@ -202,14 +201,11 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     };
     let provider: Arc<dyn VideoProvider> =
         Arc::new(MeteredProvider::new(provider, metrics.clone()));
-    let webhooks = if webhook_secrets.is_empty() {
+    if webhook_secrets.is_empty() {
         tracing::warn!(
             "OPENAI_WEBHOOK_SECRET is not set: the webhook route answers 503; jobs finish by polling"
         );
-        None
-    } else {
-        Some(WebhookVerifier::new(webhook_secrets)?)
-    };
+    }
 
     let mut service_config =
         ServiceConfig::new(options.worker_id.clone().unwrap_or_else(worker_id));
@@ -235,14 +231,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         }
         None => LinkSigner::random(config.link_ttl),
     };
-    let links = Links::new(public_url.clone(), signer);
     let shutdown = CancellationToken::new();
-    let hub = Hub::start(
-        service.clone(),
-        links.clone(),
-        metrics.clone(),
-        shutdown.child_token(),
-    );
     let dev_key = match &emulator {
         Some(_) => {
             let key = sora_service::generate_api_key();
@@ -259,29 +248,27 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         }
         None => None,
     };
-    let auth: Arc<dyn Authenticator> = Arc::new(ApiKeyAuth::new(store));
-    let state = web::Data::new(ApiState {
-        service: service.clone(),
-        auth,
-        links,
-        metrics,
-        hub,
-        webhooks,
-        allowed_origins: config.cors_origins.clone(),
-        shutdown: shutdown.clone(),
-        max_upload_bytes: config.max_upload_bytes,
-        dev_key,
-    });
+    let api = SoraApi::builder(service.clone(), public_url.clone())
+        .authenticator(ApiKeyAuth::new(store))
+        .link_signer(signer)
+        .webhook_secrets(webhook_secrets)
+        .allowed_origins(config.cors_origins.clone())
+        .max_upload_bytes(config.max_upload_bytes)
+        .metrics(metrics)
+        .shutdown_token(shutdown.clone())
+        .dev_key(dev_key)
+        .build();
+    let state = api.state().clone();
 
     let workers =
         (!options.no_workers).then(|| Workers::new(service.clone()).spawn(shutdown.child_token()));
 
-    let app_state = state.clone();
+    let app_api = api.clone();
     let cors_origins = config.cors_origins.clone();
     let own_origin = public_url.origin().ascii_serialization();
     let server = HttpServer::new(move || {
+        let app_api = app_api.clone();
         App::new()
-            .app_data(app_state.clone())
             .wrap(error_bodies())
             .wrap(cors(&cors_origins, &own_origin))
             .wrap_fn(|req, srv| {
@@ -306,9 +293,9 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
                     Ok(res)
                 }
             })
-            .configure(api_routes)
-            .configure(ops_routes)
-            .configure(crate::openapi::routes)
+            .configure(|cfg| app_api.configure(cfg))
+            .configure(|cfg| app_api.configure_ops(cfg))
+            .configure(crate::demo::routes)
             .default_service(web::to(not_found))
     })
     .client_request_timeout(Duration::from_secs(10))
