@@ -347,9 +347,10 @@ impl JobStore for PgStore {
                  UPDATE jobs SET status = $3, progress = $4, video_id = $5, error_code = $6, \
                      error_message = $7, artifacts = $8::jsonb, provider_expires_at = $9, \
                      version = $10, updated_at = $11, submitted_at = $12, finished_at = $13, \
-                     next_run_at = CASE WHEN (SELECT found FROM waiting) \
+                     next_run_at = LEAST(woken_at, CASE WHEN (SELECT found FROM waiting) \
                          THEN LEAST(COALESCE($14, next_run_at), $18) \
-                         ELSE COALESCE($14, next_run_at) END, \
+                         ELSE COALESCE($14, next_run_at) END), \
+                     woken_at = CASE WHEN $16 THEN NULL ELSE woken_at END, \
                      attempts = CASE WHEN $15 THEN 0 ELSE attempts END, \
                      lease_token = CASE WHEN $16 THEN NULL ELSE lease_token END, \
                      lease_worker = CASE WHEN $16 THEN NULL ELSE lease_worker END, \
@@ -429,7 +430,7 @@ impl JobStore for PgStore {
         let rows = sqlx::query(concat!(
             "WITH claimed AS ( \
                  UPDATE jobs SET lease_token = $1, lease_worker = $2, lease_expires_at = $3, \
-                     polls = polls + $4 \
+                     polls = polls + $4, woken_at = NULL \
                  WHERE id IN ( \
                      SELECT id FROM jobs \
                      WHERE status = ANY($5) AND next_run_at <= $6 \
@@ -490,8 +491,9 @@ impl JobStore for PgStore {
         count_attempt: bool,
     ) -> Result<(), StoreError> {
         let n = sqlx::query(
-            "UPDATE jobs SET next_run_at = $3, attempts = attempts + $4, lease_token = NULL, \
-             lease_worker = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_token = $2",
+            "UPDATE jobs SET next_run_at = LEAST($3, woken_at), woken_at = NULL, \
+             attempts = attempts + $4, lease_token = NULL, lease_worker = NULL, \
+             lease_expires_at = NULL WHERE id = $1 AND lease_token = $2",
         )
         .bind(lease.job_id.to_string())
         .bind(&lease.token)
@@ -510,7 +512,8 @@ impl JobStore for PgStore {
 
     async fn release_all(&self, worker: &str) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE jobs SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL \
+            "UPDATE jobs SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+             next_run_at = LEAST(next_run_at, woken_at), woken_at = NULL \
              WHERE lease_worker = $1",
         )
         .bind(worker)
@@ -520,12 +523,16 @@ impl JobStore for PgStore {
     }
 
     async fn wake(&self, id: JobId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE jobs SET next_run_at = LEAST(next_run_at, $2) WHERE id = $1")
-            .bind(id.to_string())
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE jobs SET next_run_at = LEAST(next_run_at, $2), \
+             woken_at = CASE WHEN lease_expires_at > $2 THEN LEAST(woken_at, $2) ELSE woken_at END \
+             WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n > 0)
     }
 
@@ -614,7 +621,9 @@ impl JobStore for PgStore {
                  ON CONFLICT (webhook_id) DO NOTHING \
                  RETURNING job_id \
              ), woken AS ( \
-                 UPDATE jobs SET next_run_at = LEAST(next_run_at, $4) \
+                 UPDATE jobs SET next_run_at = LEAST(next_run_at, $4), \
+                     woken_at = CASE WHEN lease_expires_at > $4 THEN LEAST(woken_at, $4) \
+                         ELSE woken_at END \
                  WHERE id = (SELECT job_id FROM inserted) \
                  RETURNING id \
              ) \

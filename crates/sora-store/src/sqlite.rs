@@ -130,6 +130,14 @@ fn create_parent(filename: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Makes a job due at `?2` unless it is due earlier, and, if a worker holds it, remembers the
+/// hint so that the job is due again at that time when the worker gives it back.
+const WAKE: &str = "UPDATE jobs SET next_run_at = MIN(next_run_at, ?2), \
+     woken_at = CASE WHEN lease_expires_at > ?2 \
+         THEN (CASE WHEN woken_at IS NOT NULL AND woken_at < ?2 THEN woken_at ELSE ?2 END) \
+         ELSE woken_at END \
+     WHERE id = ?1";
+
 fn status_json(statuses: &[JobStatus]) -> String {
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     serde_json::Value::from(names).to_string()
@@ -288,7 +296,9 @@ impl JobStore for SqliteStore {
             "UPDATE jobs SET status = ?3, progress = ?4, video_id = ?5, error_code = ?6, \
              error_message = ?7, artifacts = ?8, provider_expires_at = ?9, version = ?10, \
              updated_at = ?11, submitted_at = ?12, finished_at = ?13, \
-             next_run_at = COALESCE(?14, next_run_at), \
+             next_run_at = CASE WHEN woken_at IS NOT NULL AND woken_at < COALESCE(?14, next_run_at) \
+                 THEN woken_at ELSE COALESCE(?14, next_run_at) END, \
+             woken_at = CASE WHEN ?16 THEN NULL ELSE woken_at END, \
              attempts = CASE WHEN ?15 THEN 0 ELSE attempts END, \
              lease_token = CASE WHEN ?16 THEN NULL ELSE lease_token END, \
              lease_worker = CASE WHEN ?16 THEN NULL ELSE lease_worker END, \
@@ -380,7 +390,7 @@ impl JobStore for SqliteStore {
         let poll = i64::from(work == Work::Poll);
         let rows = sqlx::query(concat!(
             "UPDATE jobs SET lease_token = ?1, lease_worker = ?2, lease_expires_at = ?3, \
-             polls = polls + ?4 \
+             polls = polls + ?4, woken_at = NULL \
              WHERE id IN (SELECT id FROM jobs \
                  WHERE status IN (SELECT value FROM json_each(?5)) AND next_run_at <= ?6 \
                  AND (lease_expires_at IS NULL OR lease_expires_at <= ?6) \
@@ -447,8 +457,10 @@ impl JobStore for SqliteStore {
         count_attempt: bool,
     ) -> Result<(), StoreError> {
         let n = sqlx::query(
-            "UPDATE jobs SET next_run_at = ?3, attempts = attempts + ?4, lease_token = NULL, \
-             lease_worker = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_token = ?2",
+            "UPDATE jobs SET next_run_at = CASE WHEN woken_at IS NOT NULL AND woken_at < ?3 \
+                 THEN woken_at ELSE ?3 END, woken_at = NULL, \
+             attempts = attempts + ?4, lease_token = NULL, lease_worker = NULL, \
+             lease_expires_at = NULL WHERE id = ?1 AND lease_token = ?2",
         )
         .bind(lease.job_id.to_string())
         .bind(&lease.token)
@@ -467,7 +479,9 @@ impl JobStore for SqliteStore {
 
     async fn release_all(&self, worker: &str) -> Result<u64, StoreError> {
         Ok(sqlx::query(
-            "UPDATE jobs SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL \
+            "UPDATE jobs SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+             next_run_at = CASE WHEN woken_at IS NOT NULL AND woken_at < next_run_at \
+                 THEN woken_at ELSE next_run_at END, woken_at = NULL \
              WHERE lease_worker = ?1",
         )
         .bind(worker)
@@ -477,7 +491,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn wake(&self, id: JobId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let n = sqlx::query("UPDATE jobs SET next_run_at = MIN(next_run_at, ?2) WHERE id = ?1")
+        let n = sqlx::query(WAKE)
             .bind(id.to_string())
             .bind(micros(now))
             .execute(&self.pool)
@@ -584,7 +598,7 @@ impl JobStore for SqliteStore {
             None => InboxOutcome::Duplicate,
             Some((None,)) => InboxOutcome::New { job_id: None },
             Some((Some(job_id),)) => {
-                sqlx::query("UPDATE jobs SET next_run_at = MIN(next_run_at, ?2) WHERE id = ?1")
+                sqlx::query(WAKE)
                     .bind(&job_id)
                     .bind(micros(event.received_at))
                     .execute(&mut *tx)

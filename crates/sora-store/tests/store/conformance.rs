@@ -697,6 +697,85 @@ pub async fn wake_makes_a_job_due_without_a_new_version(b: &Backend) {
     assert!(!s.wake(sora_core::JobId::new(), at(10)).await.unwrap());
 }
 
+pub async fn a_wake_during_a_lease_survives_the_holders_release(b: &Backend) {
+    let s = &*b.store;
+    let j = job_at_status(s, "alice", JobStatus::InProgress, "video_wl").await;
+    // A hint before the claim is answered by the claim: it does not linger.
+    assert!(s.wake(j.id(), at(4)).await.unwrap());
+    let c = s
+        .claim(Work::Poll, "w", 1, LEASE, at(5))
+        .await
+        .unwrap()
+        .remove(0);
+    s.release(&c.lease, at(100), false).await.unwrap();
+    assert!(
+        s.claim(Work::Poll, "w", 1, LEASE, at(50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A hint while the poller holds the job (its answer may predate the hint) makes the job due
+    // again at the hint's time, whatever later time the poller asks for.
+    let c = s
+        .claim(Work::Poll, "w", 1, LEASE, at(100))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(s.wake(j.id(), at(105)).await.unwrap());
+    s.release(&c.lease, at(200), false).await.unwrap();
+    let c = s
+        .claim(Work::Poll, "w", 1, LEASE, at(105))
+        .await
+        .unwrap()
+        .remove(0);
+
+    // The same through a webhook and a fenced save that releases the lease.
+    let e = event("wh_wl", Some("video_wl"), at(110));
+    assert_eq!(
+        s.record_webhook(&e).await.unwrap(),
+        InboxOutcome::New {
+            job_id: Some(j.id())
+        }
+    );
+    let mut progressed = c.job.clone();
+    apply(
+        &mut progressed,
+        reported(ProviderStatus::InProgress, Some(60)),
+        at(111),
+    );
+    s.save_job(
+        &progressed,
+        c.job.version(),
+        SaveJob {
+            lease: Some(&c.lease),
+            now: Some(at(111)),
+            next_run_at: Some(at(300)),
+            release_lease: true,
+            reset_attempts: true,
+        },
+    )
+    .await
+    .unwrap();
+    let c = s
+        .claim(Work::Poll, "w", 1, LEASE, at(111))
+        .await
+        .unwrap()
+        .remove(0);
+
+    // And through a shutdown.
+    assert!(s.wake(j.id(), at(112)).await.unwrap());
+    assert_eq!(s.release_all("w").await.unwrap(), 1);
+    assert_eq!(
+        s.claim(Work::Poll, "v", 1, LEASE, at(112))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(c);
+}
+
 pub async fn the_webhook_inbox_reports_new_and_duplicate_and_matches_later(b: &Backend) {
     let s = &*b.store;
     // An event for a job we know: new, matched, and the job is woken.
@@ -976,6 +1055,7 @@ suite!(
     releases_count_attempts_and_polls,
     release_all_frees_a_workers_jobs,
     wake_makes_a_job_due_without_a_new_version,
+    a_wake_during_a_lease_survives_the_holders_release,
     the_webhook_inbox_reports_new_and_duplicate_and_matches_later,
     counts_by_status_and_active,
     overdue_and_retention_queries,
