@@ -329,7 +329,7 @@ pub trait JobStore: Send + Sync {
     async fn revoke_api_key(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Notices of committed changes: from every process sharing the database (PostgreSQL) or
-    /// from this process (SQLite).
+    /// from every store of this process on the same file (SQLite).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeNotice>;
 
     /// Readiness: one cheap query.

@@ -81,7 +81,14 @@ impl SqliteStore {
             })
             .connect_with(options)
             .await?;
-        Self::from_pool(pool).await
+        let mut store = Self::from_pool(pool).await?;
+        if !in_memory {
+            // Every store of this process on the same file shares one notice channel.
+            if let Ok(path) = std::fs::canonicalize(&filename) {
+                store.notices = shared_channel(path);
+            }
+        }
+        Ok(store)
     }
 
     /// A private in-memory database (for tests): one connection, gone when the store is dropped.
@@ -119,6 +126,20 @@ impl SqliteStore {
             .await?;
         rows.iter().map(decode_job).collect()
     }
+}
+
+/// The notice channel of a database file, shared by every store of this process on that file.
+fn shared_channel(path: std::path::PathBuf) -> broadcast::Sender<ChangeNotice> {
+    static CHANNELS: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, broadcast::Sender<ChangeNotice>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut channels = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
+    channels
+        .entry(path)
+        .or_insert_with(|| broadcast::channel(NOTICE_CAPACITY).0)
+        .clone()
 }
 
 fn create_parent(filename: &Path) -> Result<(), StoreError> {

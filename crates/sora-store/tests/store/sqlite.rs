@@ -48,6 +48,29 @@ async fn the_in_memory_store_works_and_migrations_are_idempotent() {
 }
 
 #[tokio::test]
+async fn stores_on_one_file_share_their_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/sora.db", dir.path().display());
+    let a = SqliteStore::connect(&url).await.unwrap();
+    let b = SqliteStore::connect(&format!("sqlite:{}/./sora.db", dir.path().display()))
+        .await
+        .unwrap();
+    let other = SqliteStore::in_memory().await.unwrap();
+    let mut rx = b.subscribe();
+    let mut rx_other = other.subscribe();
+    let j = job("alice", t0());
+    a.insert_job(&j, None).await.unwrap();
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        sora_store::ChangeNotice::Changed {
+            job_id: j.id(),
+            version: 1
+        }
+    );
+    assert!(rx_other.try_recv().is_err());
+}
+
+#[tokio::test]
 async fn an_unknown_url_scheme_is_a_configuration_error() {
     let err = sora_store::connect("redis://localhost")
         .await
