@@ -1,5 +1,17 @@
 # The developer entry points. `just --list` shows them.
 
+# Run the server with the embedded defaults (SQLite, local files, the built-in emulator).
+dev:
+    cargo run -p sora-server
+
+# Apply the PostgreSQL migrations of DATABASE_URL with sqlx-cli (or: cargo run -p sora-server -- migrate).
+migrate:
+    sqlx migrate run --source migrations
+
+# Only the end-to-end tests (the real server, the emulator, PostgreSQL).
+e2e:
+    cargo test -p sora-e2e
+
 # Run every test of the workspace.
 test:
     cargo test --workspace
