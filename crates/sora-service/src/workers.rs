@@ -146,6 +146,45 @@ impl Workers {
         self.service.inner.config.lease_for
     }
 
+    /// Claims up to `limit` jobs of one kind and works on them concurrently. Returns how many
+    /// it claimed.
+    async fn claim_and_run<'a, F, Fut>(
+        &'a self,
+        work: Work,
+        limit: u32,
+        label: &'static str,
+        step: F,
+    ) -> Result<usize, StoreError>
+    where
+        F: Fn(Claimed) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + 'a,
+    {
+        let inner = &self.service.inner;
+        let claimed = inner
+            .store
+            .claim(
+                work,
+                &inner.config.worker_id,
+                limit,
+                self.lease_for(),
+                Utc::now(),
+            )
+            .await?;
+        let n = claimed.len();
+        futures::stream::iter(claimed)
+            .for_each_concurrent(None, |c| {
+                let id = c.job.id();
+                let fut = step(c);
+                async move {
+                    if let Err(e) = fut.await {
+                        tracing::warn!(job_id = %id, error = %e, "{label} step failed");
+                    }
+                }
+            })
+            .await;
+        Ok(n)
+    }
+
     fn retry_at(&self, attempts: u32, err: &ProviderError) -> DateTime<Utc> {
         let delay = self
             .service
@@ -166,26 +205,8 @@ impl Workers {
             return Ok(0);
         }
         let room = (cfg.max_active_jobs - active).min(u64::from(cfg.batch_size)) as u32;
-        let claimed = inner
-            .store
-            .claim(
-                Work::Submit,
-                &cfg.worker_id,
-                room,
-                self.lease_for(),
-                Utc::now(),
-            )
-            .await?;
-        let n = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(None, |c| async move {
-                let id = c.job.id();
-                if let Err(e) = self.submit_one(c).await {
-                    tracing::warn!(job_id = %id, error = %e, "submit step failed");
-                }
-            })
-            .await;
-        Ok(n)
+        self.claim_and_run(Work::Submit, room, "submit", |c| self.submit_one(c))
+            .await
     }
 
     async fn submit_one(&self, claimed: Claimed) -> Result<(), StoreError> {
@@ -372,27 +393,9 @@ impl Workers {
     /// Reads active jobs from the provider and applies what it says. Returns how many jobs it
     /// polled.
     pub async fn poll_once(&self) -> Result<usize, StoreError> {
-        let inner = &self.service.inner;
-        let claimed = inner
-            .store
-            .claim(
-                Work::Poll,
-                &inner.config.worker_id,
-                inner.config.batch_size,
-                self.lease_for(),
-                Utc::now(),
-            )
-            .await?;
-        let n = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(None, |c| async move {
-                let id = c.job.id();
-                if let Err(e) = self.poll_one(c).await {
-                    tracing::warn!(job_id = %id, error = %e, "poll step failed");
-                }
-            })
-            .await;
-        Ok(n)
+        let batch = self.service.inner.config.batch_size;
+        self.claim_and_run(Work::Poll, batch, "poll", |c| self.poll_one(c))
+            .await
     }
 
     async fn poll_one(&self, claimed: Claimed) -> Result<(), StoreError> {
@@ -450,27 +453,9 @@ impl Workers {
     /// Copies the files of jobs the provider finished into our storage, then completes them.
     /// Returns how many jobs it worked on.
     pub async fn archive_once(&self) -> Result<usize, StoreError> {
-        let inner = &self.service.inner;
-        let claimed = inner
-            .store
-            .claim(
-                Work::Archive,
-                &inner.config.worker_id,
-                inner.config.batch_size,
-                self.lease_for(),
-                Utc::now(),
-            )
-            .await?;
-        let n = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(None, |c| async move {
-                let id = c.job.id();
-                if let Err(e) = self.archive_one(c).await {
-                    tracing::warn!(job_id = %id, error = %e, "archive step failed");
-                }
-            })
-            .await;
-        Ok(n)
+        let batch = self.service.inner.config.batch_size;
+        self.claim_and_run(Work::Archive, batch, "archive", |c| self.archive_one(c))
+            .await
     }
 
     async fn archive_one(&self, claimed: Claimed) -> Result<(), StoreError> {
