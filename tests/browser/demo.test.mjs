@@ -5,6 +5,8 @@
 //   SORA_URL             the server, e.g. http://127.0.0.1:38080 (required)
 //   ALLOWED_ORIGIN_PORT  a port whose origin http://127.0.0.1:<port> is in SORA_CORS_ORIGINS (required)
 //   DENIED_ORIGIN_PORT   a port whose origin is NOT in SORA_CORS_ORIGINS (required)
+//   KEYED_URL            a second server configured for a real provider (no development key)
+//   KEYED_API_KEY        a key of that server (`sora-server keys create`)
 //   CHROMIUM             the browser (default /usr/bin/chromium)
 //   SCREENSHOT           where to save the screenshot (default <repo>/target/browser/demo.png)
 //
@@ -24,6 +26,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const SORA_URL = (process.env.SORA_URL || '').replace(/\/$/, '');
 const ALLOWED_PORT = Number(process.env.ALLOWED_ORIGIN_PORT);
 const DENIED_PORT = Number(process.env.DENIED_ORIGIN_PORT);
+const KEYED_URL = (process.env.KEYED_URL || '').replace(/\/$/, '');
+const KEYED_API_KEY = process.env.KEYED_API_KEY || '';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = process.env.SCREENSHOT || resolve(here, '../../target/browser/demo.png');
 const TEST_TIMEOUT_MS = 90_000;
@@ -292,6 +296,49 @@ test('from another origin: the REST call fails (CORS) and the WebSocket is refus
   }
 });
 
+test('without a development key the page asks for one, refuses a bad one in words and keeps a good one', async () => {
+  const { context } = state;
+  const page = await context.newPage();
+  try {
+    await page.goto(`${KEYED_URL}/`);
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
+    assert(await page.isVisible('#key-form'), 'the key field is shown');
+    const cred = await page.textContent('#credential-status');
+    log('credential line:', cred);
+    assert(/paste an API key/i.test(cred), 'the page asks for a key');
+    assert(await page.isDisabled('#submit'), 'no submit without a key');
+
+    await page.fill('#api-key', 'sk_sora_not-a-real-key');
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForSelector('#banner:not([hidden])', { timeout: 10_000 });
+    const banner = (await page.textContent('#banner')).trim();
+    log('banner:', banner);
+    assert(/not valid/.test(banner) && /unauthorized/.test(banner) && /HTTP 401/.test(banner),
+      'the refusal is shown in words');
+    assert(await page.isVisible('#key-form'), 'the key field is offered again');
+
+    await page.fill('#api-key', KEYED_API_KEY);
+    await page.click('#key-form button[type="submit"]');
+    await page.waitForFunction(() => document.getElementById('banner').hidden);
+    await page.waitForSelector('#jobs-empty:not([hidden])');
+    assert(await page.isEnabled('#submit'), 'submit is enabled with a key');
+
+    await page.reload();
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
+    assert(await page.isHidden('#key-form'), 'the key is remembered across a reload');
+    assert(/your API key/.test(await page.textContent('#credential-status')), 'the page says it uses the key');
+    assert(await page.isHidden('#banner'), 'no error with the remembered key');
+    const stored = await page.evaluate(() => localStorage.getItem('sora.apiKey'));
+    assert(stored === KEYED_API_KEY, 'the key is kept in localStorage');
+
+    await page.click('#forget-key');
+    assert(await page.isVisible('#key-form'), 'forgetting the key asks again');
+    assert(await page.evaluate(() => localStorage.getItem('sora.apiKey')) === null, 'the key is gone');
+  } finally {
+    await page.close();
+  }
+});
+
 // Runs in a page of another origin.
 async function crossOriginProbe({ api, key, jobId }) {
   const result = { fetch: {}, ws: {}, client: {} };
@@ -352,8 +399,8 @@ function withTimeout(promise, ms, name) {
 }
 
 async function main() {
-  if (!SORA_URL || !ALLOWED_PORT || !DENIED_PORT) {
-    console.error('SORA_URL, ALLOWED_ORIGIN_PORT and DENIED_ORIGIN_PORT must be set (see .ci/browser)');
+  if (!SORA_URL || !ALLOWED_PORT || !DENIED_PORT || !KEYED_URL || !KEYED_API_KEY) {
+    console.error('SORA_URL, ALLOWED_ORIGIN_PORT, DENIED_ORIGIN_PORT, KEYED_URL and KEYED_API_KEY must be set (see .ci/browser)');
     console.log('0 passed, 1 failed');
     return 1;
   }
