@@ -279,6 +279,26 @@ async fn migrations_apply_to_an_empty_database_and_are_idempotent() {
 }
 
 #[tokio::test]
+async fn the_migrations_directory_as_sqlx_cli_reads_it_agrees_with_the_embedded_migrator() {
+    // `sqlx migrate run --source migrations` resolves the directory at run time, as
+    // `Migrator::new(path)` does; what it applies must be what the server's embedded migrator
+    // expects (same versions and checksums), in either order.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    let from_dir = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+    assert_eq!(from_dir.iter().count(), PG_MIGRATOR.iter().count());
+    for (a, b) in from_dir.iter().zip(PG_MIGRATOR.iter()) {
+        assert_eq!((a.version, &a.checksum), (b.version, &b.checksum));
+    }
+    let db = TestPostgres::new().await;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    from_dir.run(&mut conn).await.unwrap();
+    PG_MIGRATOR.run(&mut conn).await.unwrap();
+    from_dir.run(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    db.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_connection_error_never_shows_the_password() {
     let err = PgStore::connect("postgres://postgres:sup3rs3cret@127.0.0.1:1/sora")
         .await
