@@ -106,6 +106,16 @@ impl RunningServer {
     }
 }
 
+/// `url` with a path ending in `/`, so that joining keeps its last segment.
+fn with_trailing_slash(url: &Url) -> Url {
+    let mut url = url.clone();
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
 /// A worker id unique to this process: host, process id and a random suffix.
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -172,7 +182,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         }
         None => {
             let secret = WebhookSecret::generate();
-            let webhook_url = public_url
+            let webhook_url = with_trailing_slash(&public_url)
                 .join("api/webhook/video-events")
                 .context("cannot build the webhook URL")?;
             let emulator_config = sora_emulator::EmulatorConfig {
@@ -193,7 +203,7 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
             );
             webhook_secrets.push(secret);
             let client = OpenAiClient::new(
-                OpenAiConfig::new(SecretString::from("emulator"))
+                OpenAiConfig::new(SecretString::from("sk-sora-local-emulator"))
                     .with_base_url(Url::parse(&emulator.base_url())?),
             )?;
             (Arc::new(client), Some(emulator))
@@ -232,24 +242,14 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
         None => LinkSigner::random(config.link_ttl),
     };
     let shutdown = CancellationToken::new();
-    let dev_key = match &emulator {
-        Some(_) => {
-            let key = sora_service::generate_api_key();
-            let owner: sora_core::OwnerId = "demo".parse().expect("a valid owner");
-            store
-                .create_api_key(
-                    &owner,
-                    &sora_service::hash_api_key(&key),
-                    Some("demo page (emulator mode)"),
-                )
-                .await
-                .context("cannot create the development key")?;
-            Some(key)
-        }
-        None => None,
-    };
+    // In emulator mode the demo page gets a key that lives in this process only.
+    let dev_key = emulator.as_ref().map(|_| sora_service::generate_api_key());
+    let mut auth = ApiKeyAuth::new(store);
+    if let Some(key) = &dev_key {
+        auth = auth.with_ephemeral_key(key, "demo".parse().expect("a valid owner"));
+    }
     let api = SoraApi::builder(service.clone(), public_url.clone())
-        .authenticator(ApiKeyAuth::new(store))
+        .authenticator(auth)
         .link_signer(signer)
         .webhook_secrets(webhook_secrets)
         .allowed_origins(config.cors_origins.clone())
@@ -269,8 +269,9 @@ pub async fn start(config: Config, options: StartOptions) -> anyhow::Result<Runn
     let server = HttpServer::new(move || {
         let app_api = app_api.clone();
         App::new()
-            .wrap(error_bodies())
+            // CORS inside the error rewriter, so that its refusals get our JSON shape too.
             .wrap(cors(&cors_origins, &own_origin))
+            .wrap(error_bodies())
             .wrap_fn(|req, srv| {
                 let started = Instant::now();
                 let method = req.method().to_string();

@@ -106,7 +106,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED && self.code == "unauthorized" {
+            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(Body {
             error: Inner {
                 code: self.code,
                 message: &self.message,
@@ -146,6 +150,15 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::job_not_found(),
+            // Another writer kept winning the race for this job: the client may simply retry.
+            StoreError::Conflict { .. } | StoreError::LeaseLost { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "The job changed while this request was handled; try again",
+            ),
+            StoreError::InvalidCursor => {
+                Self::invalid("cursor", "cursor: not a cursor this service gave out")
+            }
             e @ StoreError::Database(_) => {
                 // Logged in full; the client learns only that it may retry.
                 tracing::error!(error = %ErrorChain(&e), "database error");

@@ -8,7 +8,13 @@ use serde_json::{Value, json};
 
 /// Registers `GET /api/openapi.json`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/openapi.json", web::get().to(openapi));
+    cfg.service(
+        web::resource("/api/openapi.json")
+            .route(web::get().to(openapi))
+            .default_service(web::to(|| async {
+                crate::routes::method_not_allowed("GET")
+            })),
+    );
 }
 
 async fn openapi() -> HttpResponse {

@@ -120,7 +120,7 @@ fn resource(path: &str, method: Method, route: actix_web::Route) -> actix_web::R
         }))
 }
 
-fn method_not_allowed(allowed: &str) -> HttpResponse {
+pub(crate) fn method_not_allowed(allowed: &str) -> HttpResponse {
     let mut res = actix_web::ResponseError::error_response(&ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

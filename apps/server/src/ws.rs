@@ -41,6 +41,7 @@ type ConnId = u64;
 enum Command {
     Connect {
         conn: ConnId,
+        owner: OwnerId,
         outbox: mpsc::Sender<ByteString>,
         kill: CancellationToken,
     },
@@ -57,6 +58,7 @@ enum Command {
     },
     Deliver {
         job: JobId,
+        owner: OwnerId,
         version: u64,
         text: ByteString,
     },
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Hub {
 }
 
 struct Conn {
+    owner: OwnerId,
     outbox: mpsc::Sender<ByteString>,
     kill: CancellationToken,
     jobs: HashSet<JobId>,
@@ -164,10 +167,16 @@ impl HubState {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { conn, outbox, kill } => {
+            Command::Connect {
+                conn,
+                owner,
+                outbox,
+                kill,
+            } => {
                 self.conns.insert(
                     conn,
                     Conn {
+                        owner,
                         outbox,
                         kill,
                         jobs: HashSet::new(),
@@ -187,7 +196,12 @@ impl HubState {
                 self.drop_sub(conn, job);
             }
             Command::Disconnect { conn } => self.disconnect(conn),
-            Command::Deliver { job, version, text } => {
+            Command::Deliver {
+                job,
+                owner,
+                version,
+                text,
+            } => {
                 if self.delivered.get(&job).is_some_and(|v| *v >= version) {
                     return;
                 }
@@ -198,7 +212,9 @@ impl HubState {
                 let mut slow = Vec::new();
                 let mut sent = 0;
                 for conn in conns {
-                    if let Some(c) = self.conns.get(conn) {
+                    // Subscriptions are registered before the ownership check answers, so
+                    // the hub checks again: only the job's owner ever receives it.
+                    if let Some(c) = self.conns.get(conn).filter(|c| c.owner == owner) {
                         match c.outbox.try_send(text.clone()) {
                             Ok(()) => sent += 1,
                             Err(_) => slow.push(*conn),
@@ -245,6 +261,7 @@ impl HubState {
                     let msg = ProgressMessage::new(&view, &links, false);
                     let _ = tx.send(Command::Deliver {
                         job,
+                        owner: view.job.owner().clone(),
                         version: msg.version,
                         text: msg.to_text(),
                     });
@@ -327,6 +344,7 @@ impl Connection {
         let kill = CancellationToken::new();
         self.hub.send(Command::Connect {
             conn,
+            owner: self.owner.clone(),
             outbox,
             kill: kill.clone(),
         });
