@@ -16,7 +16,7 @@ use sora_core::{Job, JobId, JobStatus, OwnerId, PublicStatus, VideoId};
 
 pub use blob::{BlobMeta, BlobRead, BlobStore};
 pub use error::{BoxError, StoreError};
-pub use pg::{PG_MIGRATOR, PgStore};
+pub use pg::{CHANGE_CHANNEL, PG_MIGRATOR, PgStore};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 
 /// The idempotency record stored with a new job.

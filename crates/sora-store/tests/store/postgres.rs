@@ -162,7 +162,8 @@ async fn notices_cross_connections_and_survive_a_killed_listener() {
     // A notification from a plain connection arrives too.
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     let other = job("bob", t0());
-    sqlx::query("SELECT pg_notify('sora_job_changes', $1)")
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(sora_store::CHANGE_CHANNEL)
         .bind(format!("{}:9", other.id()))
         .execute(&mut conn)
         .await
