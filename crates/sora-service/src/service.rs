@@ -340,6 +340,21 @@ impl VideoService {
         }
     }
 
+    /// Deletes what a job that ended without a video leaves in storage: its uploaded input
+    /// image and any files copied before it failed or was cancelled. Failures are logged.
+    pub(crate) async fn discard_files(&self, job: &Job) {
+        let id = job.id();
+        let keys = job
+            .request()
+            .input_reference
+            .iter()
+            .map(|r| r.key.clone())
+            .chain(Variant::ALL.into_iter().map(|v| file_key(id, v)));
+        for key in keys {
+            self.delete_quietly(Some(key)).await;
+        }
+    }
+
     async fn delete_quietly(&self, key: Option<String>) {
         if let Some(key) = key
             && let Err(e) = self.inner.blobs.delete(&key).await
@@ -501,7 +516,9 @@ impl VideoService {
         };
 
         let mut files_deleted = false;
-        if !cancelled_now && let Some(artifacts) = job.artifacts() {
+        if cancelled_now {
+            self.discard_files(&job).await;
+        } else if let Some(artifacts) = job.artifacts() {
             for (_, file) in artifacts.iter() {
                 self.inner.blobs.delete(&file.key).await?;
             }
@@ -567,6 +584,11 @@ impl VideoService {
             }
         }
     }
+}
+
+/// Where the archiver keeps a job's file of one variant in the blob store.
+pub(crate) fn file_key(id: JobId, variant: Variant) -> String {
+    format!("jobs/{id}/{variant}.{}", variant.extension())
 }
 
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), ServiceError> {

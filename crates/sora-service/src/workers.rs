@@ -14,7 +14,9 @@ use sora_core::{
     Artifacts, FailureCode, Job, JobError, JobEvent, JobStatus, ProviderReport, ProviderStatus,
     StoredFile, Variant,
 };
-use sora_openai::{CreateVideo, InputImage, ProviderError, RemixVideo, Video};
+use sora_openai::{
+    CreateVideo, InputImage, ListOrder, ListQuery, ProviderError, RemixVideo, Video,
+};
 use sora_store::{Claimed, Lease, SaveJob, StoreError, Work};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -219,6 +221,14 @@ impl Workers {
         } = claimed;
         let version = job.version();
         let request = job.request().clone();
+        // An earlier attempt may have reached the provider although we saw an error (a
+        // timeout, a dropped connection): adopt its video rather than paying twice.
+        if attempts > 0
+            && let Some(video) = self.find_earlier_submission(&job).await
+        {
+            tracing::info!(job_id = %job.id(), video_id = %video.id, "adopting a video an earlier attempt created");
+            return self.record_submission(job, version, &lease, video).await;
+        }
         let result = match &request.remix_of {
             Some(remix) => {
                 inner
@@ -349,6 +359,45 @@ impl Workers {
         }
     }
 
+    /// A video at the provider that matches this job and that no job has recorded: what an
+    /// earlier, seemingly failed create of this job made. Looks at the provider's newest
+    /// videos only; any error means "none found".
+    async fn find_earlier_submission(&self, job: &Job) -> Option<Video> {
+        let inner = &self.service.inner;
+        let page = inner
+            .provider
+            .list(ListQuery {
+                limit: Some(100),
+                order: Some(ListOrder::Desc),
+                after: None,
+            })
+            .await
+            .ok()?;
+        let request = job.request();
+        let size = request.spec.size.to_string();
+        let seconds = request.spec.seconds.to_string();
+        // The provider's clock may differ from ours a little.
+        let since = job.created_at().timestamp() - 300;
+        for video in page.data {
+            let matches = video.prompt.as_deref() == Some(request.prompt.as_str())
+                && video
+                    .model
+                    .as_deref()
+                    .is_none_or(|m| m == request.spec.model)
+                && video.size.as_deref().is_none_or(|s| s == size)
+                && video.seconds.as_deref().is_none_or(|s| s == seconds)
+                && video.created_at.is_none_or(|t| t >= since)
+                && match &request.remix_of {
+                    Some(r) => video.remixed_from_video_id.as_deref() == Some(r.video_id.as_str()),
+                    None => video.remixed_from_video_id.is_none(),
+                };
+            if matches && matches!(inner.store.get_job_by_video(&video.id).await, Ok(None)) {
+                return Some(video);
+            }
+        }
+        None
+    }
+
     async fn read_small_blob(&self, key: &str) -> Result<Bytes, StoreError> {
         let read = self.service.inner.blobs.get(key, None).await?;
         let mut buf = BytesMut::with_capacity(read.meta.size as usize);
@@ -366,6 +415,9 @@ impl Workers {
         lease: &Lease,
         next_run_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
+        if matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+            self.service.discard_files(job).await;
+        }
         let save = SaveJob {
             lease: Some(lease),
             next_run_at,
@@ -503,7 +555,7 @@ impl Workers {
                         .await;
                 }
             };
-            let key = format!("jobs/{}/{}.{}", job.id(), variant, variant.extension());
+            let key = crate::service::file_key(job.id(), variant);
             let content_type = content
                 .content_type
                 .clone()
@@ -585,6 +637,7 @@ impl Workers {
                 Ok(()) => {
                     failed += 1;
                     tracing::warn!(job_id = %job.id(), "job timed out");
+                    self.service.discard_files(&job).await;
                     if let Some(video_id) = job.video_id()
                         && let Err(e) = inner.provider.delete(video_id).await
                     {

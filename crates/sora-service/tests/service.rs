@@ -152,6 +152,15 @@ async fn a_rate_limited_submit_waits_and_a_bad_key_is_retried_not_failed() {
             _ => Ok(video("video_9", VideoStatus::Queued, 0)),
         }
     });
+    // Each retry first looks for a video an earlier attempt may have made: there is none.
+    p.expect_list().times(2).returning(|_| {
+        Ok(VideoPage {
+            data: vec![],
+            first_id: None,
+            last_id: None,
+            has_more: false,
+        })
+    });
     let service = service_with(p, config()).await;
     let workers = Workers::new(service.clone());
     let id = service
@@ -359,4 +368,82 @@ async fn the_idempotency_key_replays_the_first_job_and_refuses_another_request()
             ..
         })
     ));
+}
+
+#[tokio::test]
+async fn a_create_that_timed_out_but_reached_the_provider_is_adopted_not_paid_twice() {
+    let mut p = MockVideoProvider::new();
+    // The first create reaches the provider, but the answer is lost.
+    p.expect_create()
+        .times(1)
+        .returning(|_| Err(ProviderError::Timeout));
+    // On the retry, the provider's list shows the video that create made.
+    p.expect_list().times(1).returning(|_| {
+        let mut v = video("video_orphan", VideoStatus::InProgress, 10);
+        v.prompt = Some("lost answer".into());
+        v.model = Some("sora-2".into());
+        v.size = Some("1280x720".into());
+        v.seconds = Some("4".into());
+        let mut other = video("video_other", VideoStatus::Queued, 0);
+        other.prompt = Some("someone else's prompt".into());
+        Ok(VideoPage {
+            data: vec![other, v],
+            first_id: None,
+            last_id: None,
+            has_more: false,
+        })
+    });
+    let service = service_with(p, config()).await;
+    let workers = Workers::new(service.clone());
+    let id = service
+        .create(&alice(), request("lost answer"), None)
+        .await
+        .unwrap()
+        .job
+        .id();
+    assert_eq!(workers.submit_once().await.unwrap(), 1);
+    assert_eq!(status_of(&service, id).await.status().as_str(), "pending");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(workers.submit_once().await.unwrap(), 1);
+    let job = status_of(&service, id).await;
+    assert_eq!(job.video_id().map(|v| v.as_str()), Some("video_orphan"));
+    assert_eq!(job.status().as_str(), "in_progress");
+}
+
+#[tokio::test]
+async fn a_job_that_fails_leaves_no_upload_behind() {
+    let mut p = MockVideoProvider::new();
+    p.expect_create().returning(|_| {
+        Err(ProviderError::QuotaExhausted {
+            message: "billing limit".into(),
+            request_id: None,
+        })
+    });
+    let service = service_with(p, config()).await;
+    let workers = Workers::new(service.clone());
+    let png = Bytes::from_static(b"\x89PNG\r\n\x1a\nrest-of-a-png");
+    let req = CreateRequest {
+        input_reference: Some(sora_service::UploadedImage {
+            filename: Some("a.png".into()),
+            data: png,
+        }),
+        ..request("with an image")
+    };
+    let job = service.create(&alice(), req, None).await.unwrap().job;
+    let key = job.request().input_reference.as_ref().unwrap().key.clone();
+    assert!(service.blobs().head(&key).await.unwrap().is_some());
+    workers.run_until_idle(5).await.unwrap();
+    assert_eq!(
+        status_of(&service, job.id())
+            .await
+            .error()
+            .unwrap()
+            .code
+            .as_str(),
+        "quota_exhausted"
+    );
+    assert!(
+        service.blobs().head(&key).await.unwrap().is_none(),
+        "the upload is deleted"
+    );
 }
