@@ -108,7 +108,7 @@ export interface Preset {
 export interface Catalogue {
   models: CatalogueModel[];
   presets: Preset[];
-  default_preset: string;
+  defaultPreset: string;
 }
 
 /** `GET /api/dev-key` (emulator mode only). */

@@ -165,7 +165,7 @@ export class SoraClient {
     return this._request('DELETE', `api/jobs/${encodeURIComponent(jobId)}`);
   }
 
-  /** The catalogue: `{models, presets, default_preset}`. */
+  /** The catalogue: `{models, presets, defaultPreset}`. */
   async presets() {
     return this._request('GET', 'api/presets', { auth: false });
   }

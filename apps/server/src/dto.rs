@@ -309,3 +309,26 @@ impl ProgressMessage {
             .into()
     }
 }
+
+/// The catalogue as `GET /api/presets` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogueDto<'a> {
+    /// The models on offer, with the sizes and durations each allows.
+    pub models: &'a [sora_core::ModelOffer],
+    /// The named presets.
+    pub presets: &'a [sora_core::Preset],
+    /// The preset used when a request names neither a preset nor a model.
+    pub default_preset: &'a str,
+}
+
+impl<'a> CatalogueDto<'a> {
+    /// The view of a catalogue.
+    pub fn new(catalogue: &'a sora_core::Catalogue) -> Self {
+        Self {
+            models: catalogue.models(),
+            presets: catalogue.presets(),
+            default_preset: &catalogue.default_preset().name,
+        }
+    }
+}

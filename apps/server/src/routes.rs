@@ -450,7 +450,9 @@ async fn dev_key(state: State) -> Result<HttpResponse, ApiError> {
 }
 
 async fn presets(state: State) -> HttpResponse {
-    HttpResponse::Ok().json(&state.service.config().catalogue)
+    HttpResponse::Ok().json(crate::dto::CatalogueDto::new(
+        &state.service.config().catalogue,
+    ))
 }
 
 async fn download(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {

@@ -140,7 +140,7 @@ async function loadPresets() {
         const o = document.createElement('option');
         o.value = p.name;
         o.textContent = `${p.name} — ${p.model}, ${p.size}, ${p.seconds} s`;
-        if (p.name === catalogue.default_preset) o.selected = true;
+        if (p.name === catalogue.defaultPreset) o.selected = true;
         return o;
       }),
     );
