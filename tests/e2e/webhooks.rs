@@ -36,6 +36,13 @@ async fn a_webhook_completes_a_job_before_any_poll_would_have() {
         1,
         "{m}"
     );
+    // Operators can see when webhooks last arrived.
+    let last = metric(&m, "sora_webhook_last_verified_timestamp_seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(last) < 120, "{m}");
     app.stop().await;
 }
 

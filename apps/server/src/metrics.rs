@@ -29,6 +29,7 @@ pub struct Metrics {
     http_latency: Family<Labels, Histogram, fn() -> Histogram>,
     jobs: Family<Labels, Gauge>,
     webhooks: Family<Labels, Counter>,
+    webhook_last_verified: Gauge,
     provider_calls: Family<Labels, Counter>,
     provider_latency: Family<Labels, Histogram, fn() -> Histogram>,
     ws_connections: Gauge,
@@ -66,6 +67,12 @@ impl Metrics {
             "Webhook deliveries by outcome (recorded, duplicate, ignored, rejected, disabled)",
             webhooks.clone(),
         );
+        let webhook_last_verified = Gauge::default();
+        registry.register(
+            "webhook_last_verified_timestamp_seconds",
+            "Unix time of the last webhook whose signature verified (0: none since start); alert when it stops moving while jobs complete",
+            webhook_last_verified.clone(),
+        );
         let provider_calls = Family::<Labels, Counter>::default();
         registry.register(
             "provider_calls",
@@ -97,6 +104,7 @@ impl Metrics {
             http_latency,
             jobs,
             webhooks,
+            webhook_last_verified,
             provider_calls,
             provider_latency,
             ws_connections,
@@ -123,6 +131,10 @@ impl Metrics {
         self.webhooks
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
+        if matches!(outcome, "recorded" | "duplicate" | "ignored") {
+            self.webhook_last_verified
+                .set(chrono::Utc::now().timestamp());
+        }
     }
 
     /// Tracks WebSocket connections.
