@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `just bench`: builds in release mode and runs every scenario against sora-server and its
+# baselines (pgbench, nginx, a bare WebSocket server) in one run; prints one table and writes it
+# with the raw figures under target/bench/. See docs/performance.md.
+#
+#   bash bench/run.sh            # the full run (about 6 minutes)
+#   bash bench/run.sh --smoke    # a few seconds per scenario, no budgets judged (CI)
+#   bash bench/run.sh --only create,webhook
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust; BENCH_PG_URL overrides) with
+# pgbench, and nginx: both are installed from Debian's packages when missing and we are root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+install_pkg() {
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+  fi
+}
+
+command -v pgbench >/dev/null 2>&1 || install_pkg postgresql-client
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || install_pkg nginx-light
+
+# PostgreSQL is usually running on these machines; start it if it is down.
+if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    step "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+  fi
+fi
+
+# 10,000 WebSocket clients and as many server sockets: raise the open-file limit to the hard one.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step "cargo build --release -p sora-server -p sora-bench"
+cargo build --release -p sora-server -p sora-bench
+
+export PATH="$PATH:/usr/sbin"
+exec target/release/sora-bench run --server-bin target/release/sora-server --repo . --out target/bench "$@"
