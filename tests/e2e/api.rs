@@ -672,6 +672,19 @@ async fn health_readiness_metrics_presets_and_openapi_answer() {
             "{path} missing from openapi.json"
         );
     }
+    // The schema is generated from the answer types: a real answer has exactly its fields.
+    let status = app.status(&job).await;
+    let props = doc["components"]["schemas"]["JobDto"]["properties"]
+        .as_object()
+        .unwrap();
+    for key in status.as_object().unwrap().keys() {
+        assert!(props.contains_key(key), "{key} is not in the JobDto schema");
+    }
+    assert!(
+        doc["paths"]["/api/generate"]["post"]["requestBody"]["content"]
+            .get("multipart/form-data")
+            .is_some()
+    );
     app.stop().await;
 }
 

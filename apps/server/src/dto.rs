@@ -7,6 +7,7 @@ use serde::Serialize;
 use sora_core::{Job, JobId, PublicStatus, Variant};
 use sora_service::{JobView, LinkSigner};
 use url::Url;
+use utoipa::ToSchema;
 
 /// Builds links for answers: status, download (plain and signed) and WebSocket URLs.
 #[derive(Debug, Clone)]
@@ -86,12 +87,14 @@ impl Links {
 }
 
 /// The answer to `POST /api/generate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedDto {
     /// Our id of the job.
+    #[schema(value_type = String)]
     pub job_id: JobId,
     /// `pending` for a new job.
+    #[schema(value_type = crate::openapi::Status)]
     pub status: PublicStatus,
     /// Where to read the job.
     pub status_url: String,
@@ -118,7 +121,7 @@ impl CreatedDto {
 }
 
 /// Model, size and duration.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecDto {
     /// Model id.
@@ -130,16 +133,18 @@ pub struct SpecDto {
 }
 
 /// A failure.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDto {
-    /// Machine-readable code.
+    /// Machine-readable code: `invalid_request`, `content_policy`, `quota_exhausted`,
+    /// `provider_error`, `content_expired`, `timeout` or `cancelled_upstream`.
+    #[schema(value_type = String)]
     pub code: &'static str,
     /// Sentence for people.
     pub message: String,
 }
 
 /// One downloadable file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileDto {
     /// A signed, short-lived link.
@@ -151,12 +156,14 @@ pub struct FileDto {
 }
 
 /// A job as `GET /api/status` and `GET /api/jobs` show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobDto {
     /// Our id.
+    #[schema(value_type = String)]
     pub job_id: JobId,
     /// `pending`, `queued`, `in_progress`, `completed`, `failed` or `cancelled`.
+    #[schema(value_type = crate::openapi::Status)]
     pub status: PublicStatus,
     /// 0 to 100.
     pub progress: u8,
@@ -168,6 +175,7 @@ pub struct JobDto {
     pub spec: SpecDto,
     /// The job this one remixes.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub remix_of: Option<JobId>,
     /// The caller's labels.
     pub metadata: BTreeMap<String, String>,
@@ -183,7 +191,9 @@ pub struct JobDto {
     pub finished_at: Option<DateTime<Utc>>,
     /// A signed link to the video, when completed.
     pub download_url: Option<String>,
-    /// Signed links to every file, when completed.
+    /// Signed links to every file, when completed, by variant (`video`, `thumbnail`,
+    /// `spritesheet`).
+    #[schema(value_type = Option<BTreeMap<String, FileDto>>)]
     pub downloads: Option<BTreeMap<&'static str, FileDto>>,
     /// Whether the files were deleted (by retention or by the owner).
     pub files_deleted: bool,
@@ -248,17 +258,20 @@ impl JobDto {
 }
 
 /// A WebSocket message about a job: the snapshot on subscribe and every change after.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressMessage {
     /// Always `progress`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// The job.
+    #[schema(value_type = String)]
     pub job_id: JobId,
     /// 0 to 100.
     pub progress: u8,
     /// The public status.
+    #[schema(value_type = crate::openapi::Status)]
     pub status: PublicStatus,
     /// Where the job is, in words.
     pub message: String,
@@ -311,14 +324,17 @@ impl ProgressMessage {
 }
 
 /// The catalogue as `GET /api/presets` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogueDto<'a> {
     /// The models on offer, with the sizes and durations each allows.
+    #[schema(value_type = Vec<crate::openapi::ModelOfferDoc>)]
     pub models: &'a [sora_core::ModelOffer],
     /// The named presets.
+    #[schema(value_type = Vec<crate::openapi::PresetDoc>)]
     pub presets: &'a [sora_core::Preset],
     /// The preset used when a request names neither a preset nor a model.
+    #[schema(value_type = String)]
     pub default_preset: &'a str,
 }
 
@@ -331,4 +347,38 @@ impl<'a> CatalogueDto<'a> {
             default_preset: &catalogue.default_preset().name,
         }
     }
+}
+
+/// A page of the caller's jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobListDto {
+    /// The jobs.
+    pub jobs: Vec<JobDto>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What the provider did about a cancel or delete.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpstreamDto {
+    /// `not_submitted`, `deleted`, `not_found` or `failed`.
+    #[schema(value_type = String)]
+    pub outcome: &'static str,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// The answer to `DELETE /api/jobs/{jobId}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedDto {
+    /// The job afterwards.
+    pub job: JobDto,
+    /// Whether this call cancelled it (false when it had already ended).
+    pub cancelled: bool,
+    /// Whether its stored files were deleted.
+    pub files_deleted: bool,
+    /// What the provider did.
+    pub upstream: UpstreamDto,
 }

@@ -20,7 +20,7 @@ use sora_store::JobQuery;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthContext, Authenticator};
-use crate::dto::{CreatedDto, JobDto, Links};
+use crate::dto::{CreatedDto, DeletedDto, JobDto, JobListDto, Links, UpstreamDto};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ws::{Connection, Hub};
@@ -188,15 +188,24 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// The JSON body of `POST /api/generate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct GenerateBody {
+pub struct GenerateBody {
+    /// What to generate (required): 1 to 32,000 characters.
+    #[schema(required)]
     prompt: Option<String>,
+    /// A preset name (`GET /api/presets`); default: the catalogue's default preset.
     preset: Option<String>,
+    /// A model id; overrides the preset's.
     model: Option<String>,
+    /// `WIDTHxHEIGHT`; overrides the preset's.
     size: Option<String>,
+    /// Seconds, as a string or a number; overrides the preset's.
+    #[schema(value_type = Option<String>, example = "8")]
     seconds: Option<serde_json::Value>,
+    /// The jobId of a completed job of the same owner to remix.
     remix_of: Option<String>,
+    /// Your own labels, returned as given (at most 16).
     metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -216,7 +225,16 @@ fn required_prompt(prompt: Option<String>) -> Result<String, ApiError> {
     prompt.ok_or_else(|| ApiError::invalid("prompt", "prompt: the prompt is required"))
 }
 
-async fn generate(
+#[utoipa::path(post, path = "/api/generate", tag = "jobs",
+    summary = "Create a job: answers at once and never waits on the provider",
+    params(("renderVersion" = Option<String>, Query, description = "`v3` (the default); anything else is refused"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the first answer again; another body is 409")),
+    request_body(content((GenerateBody = "application/json"), (crate::openapi::GenerateForm = "multipart/form-data"))),
+    responses((status = 202, description = "Accepted; `Location` is the status URL; `Idempotent-Replayed: true` on a replay", body = CreatedDto),
+        (status = 400, description = "Invalid input", body = crate::openapi::ErrorBody), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = crate::openapi::ErrorBody), (status = 413, description = "Body or image too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Neither JSON nor multipart", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn generate(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -347,7 +365,11 @@ async fn read_multipart(
     Ok(out)
 }
 
-async fn status(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/status", tag = "jobs", summary = "Read one job",
+    params(("jobId" = String, Query), ("renderVersion" = Option<String>, Query)),
+    responses((status = 200, description = "The job", body = JobDto), (status = 400, description = "Bad jobId", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody), (status = 404, description = "No such job for this caller", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn status(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let q = query(&req);
     check_render_version(&q)?;
     let id = job_id_param(&q)?;
@@ -356,7 +378,10 @@ async fn status(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(JobDto::new(&view, &state.links)))
 }
 
-async fn get_job(
+#[utoipa::path(get, path = "/api/jobs/{jobId}", tag = "jobs", summary = "Read one job",
+    params(("jobId" = String, Path)),
+    responses((status = 200, description = "The job", body = JobDto), (status = 404, description = "No such job for this caller", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn get_job(
     req: HttpRequest,
     path: web::Path<String>,
     state: State,
@@ -367,7 +392,12 @@ async fn get_job(
     Ok(HttpResponse::Ok().json(JobDto::new(&view, &state.links)))
 }
 
-async fn list_jobs(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", summary = "The caller's jobs, newest first",
+    params(("status" = Option<crate::openapi::Status>, Query), ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page")),
+    responses((status = 200, description = "A page", body = JobListDto), (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn list_jobs(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let q = query(&req);
     let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
     let status = param(&q, "status")
@@ -406,13 +436,18 @@ async fn list_jobs(req: HttpRequest, state: State) -> Result<HttpResponse, ApiEr
         };
         jobs.push(JobDto::new(&view, &state.links));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "jobs": jobs,
-        "nextCursor": page.next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(JobListDto {
+        jobs,
+        next_cursor: page.next_cursor,
+    }))
 }
 
-async fn delete_job(
+#[utoipa::path(delete, path = "/api/jobs/{jobId}", tag = "jobs",
+    summary = "Cancel a job, or delete a finished job's files; asks the provider to delete its copy",
+    params(("jobId" = String, Path)),
+    responses((status = 200, description = "What was done, here and upstream", body = DeletedDto),
+        (status = 404, description = "No such job for this caller", body = crate::openapi::ErrorBody), (status = 409, description = "The job kept changing; retry", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn delete_job(
     req: HttpRequest,
     path: web::Path<String>,
     state: State,
@@ -424,19 +459,22 @@ async fn delete_job(
         job: outcome.job,
         files_deleted: outcome.files_deleted,
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "job": JobDto::new(&view, &state.links),
-        "cancelled": outcome.cancelled_now,
-        "filesDeleted": outcome.files_deleted,
-        "upstream": {
-            "outcome": outcome.upstream.as_str(),
-            "message": outcome.upstream.message(),
+    Ok(HttpResponse::Ok().json(DeletedDto {
+        job: JobDto::new(&view, &state.links),
+        cancelled: outcome.cancelled_now,
+        files_deleted: outcome.files_deleted,
+        upstream: UpstreamDto {
+            outcome: outcome.upstream.as_str(),
+            message: outcome.upstream.message(),
         },
-    })))
+    }))
 }
 
 /// The development credential, in emulator mode only (a real deployment answers 404).
-async fn dev_key(state: State) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/dev-key", tag = "operations", security(()),
+    summary = "Emulator mode only: an API key of the owner `demo`, valid while the process runs",
+    responses((status = 200, description = "The key", body = crate::openapi::DevKeyDoc), (status = 404, description = "Not in emulator mode", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn dev_key(state: State) -> Result<HttpResponse, ApiError> {
     match &state.dev_key {
         Some(key) => Ok(HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -449,13 +487,26 @@ async fn dev_key(state: State) -> Result<HttpResponse, ApiError> {
     }
 }
 
-async fn presets(state: State) -> HttpResponse {
+#[utoipa::path(get, path = "/api/presets", tag = "jobs", security(()),
+    summary = "The models, sizes, durations and presets on offer",
+    responses((status = 200, description = "The catalogue", body = crate::dto::CatalogueDto)))]
+pub(crate) async fn presets(state: State) -> HttpResponse {
     HttpResponse::Ok().json(crate::dto::CatalogueDto::new(
         &state.service.config().catalogue,
     ))
 }
 
-async fn download(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/download", tag = "jobs", security(("bearer" = []), ()),
+    summary = "Download a finished file: streamed, with Range, ETag and Content-Disposition",
+    params(("jobId" = String, Query), ("renderVersion" = Option<String>, Query),
+        ("variant" = Option<String>, Query, description = "`video` (default), `thumbnail` or `spritesheet`"),
+        ("expires" = Option<i64>, Query, description = "signed links: the expiry"), ("signature" = Option<String>, Query, description = "signed links: the signature; replaces the credential"),
+        ("Range" = Option<String>, Header)),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream"), (status = 206, description = "A byte range"),
+        (status = 304, description = "Not modified (If-None-Match)"), (status = 403, description = "Invalid or expired signed link", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such job or variant", body = crate::openapi::ErrorBody), (status = 409, description = "Not completed", body = crate::openapi::ErrorBody),
+        (status = 410, description = "Files deleted", body = crate::openapi::ErrorBody), (status = 416, description = "Range not satisfiable", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn download(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let q = query(&req);
     check_render_version(&q)?;
     let id = job_id_param(&q)?;
@@ -573,7 +624,13 @@ fn satisfiable(spec: &ByteRangeSpec, size: u64) -> Option<std::ops::Range<u64>> 
     spec.to_satisfiable_range(size).map(|(a, b)| a..b + 1)
 }
 
-async fn webhook(
+#[utoipa::path(post, path = "/api/webhook/video-events", tag = "webhooks", security(()),
+    summary = "The provider's signed webhook (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)",
+    request_body(content = String, content_type = "application/json", description = "the event, verified on the raw bytes"),
+    responses((status = 200, description = "Recorded, duplicate or ignored", body = crate::openapi::WebhookAck),
+        (status = 400, description = "Malformed body or missing headers", body = crate::openapi::ErrorBody), (status = 401, description = "Bad or stale signature", body = crate::openapi::ErrorBody),
+        (status = 503, description = "No webhook secret configured", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn webhook(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -644,7 +701,14 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String], links: &Links) -> bool 
     own.iter().any(|o| o == origin)
 }
 
-async fn websocket(
+#[utoipa::path(get, path = "/api/ws", tag = "jobs",
+    summary = "WebSocket: subscribe to jobs; a snapshot on subscribe, then one `progress` message per change (see docs/api.md)",
+    params(("jobId" = Option<String>, Query, description = "jobs to subscribe to at once (repeatable or comma-separated)"),
+        ("token" = Option<String>, Query, description = "the API key, for browsers, which cannot set headers on a WebSocket")),
+    responses((status = 101, description = "Switching protocols; messages are `ProgressMessage`", body = crate::dto::ProgressMessage),
+        (status = 400, description = "Not a WebSocket handshake, or a bad jobId", body = crate::openapi::ErrorBody), (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Origin not allowed", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn websocket(
     req: HttpRequest,
     payload: web::Payload,
     state: State,
@@ -681,11 +745,15 @@ async fn websocket(
         .map_err(|e| ApiError::bad_request("websocket_handshake", e.to_string()))
 }
 
-async fn healthz() -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), summary = "Liveness",
+    responses((status = 200, description = "ok", body = crate::openapi::HealthDoc)))]
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), summary = "Readiness: the database answers",
+    responses((status = 200, description = "ready", body = crate::openapi::HealthDoc), (status = 503, description = "not ready", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     match state.service.store().ping().await {
         Ok(()) => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
         Err(e) => {
@@ -699,7 +767,9 @@ async fn readyz(state: State) -> Result<HttpResponse, ApiError> {
     }
 }
 
-async fn metrics(state: State) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), summary = "Prometheus metrics",
+    responses((status = 200, description = "Text exposition format", content_type = "text/plain")))]
+pub(crate) async fn metrics(state: State) -> HttpResponse {
     match state.service.store().count_by_status().await {
         Ok(counts) => state.metrics.set_job_counts(&counts),
         Err(e) => tracing::warn!(error = %e, "could not count jobs for metrics"),
