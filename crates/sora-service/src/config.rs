@@ -31,6 +31,9 @@ pub struct ServiceConfig {
     pub retention: Option<Duration>,
     /// How long an `Idempotency-Key` is remembered (at least 24 hours).
     pub idempotency_ttl: Duration,
+    /// How long a webhook's id is remembered for deduplication (longer than the provider
+    /// retries: OpenAI retries for 72 hours).
+    pub webhook_ttl: Duration,
     /// Largest accepted input-reference image, in bytes.
     pub max_input_image_bytes: usize,
     /// How many times the archiver retries a download the provider says is not ready yet
@@ -53,6 +56,7 @@ impl ServiceConfig {
             job_deadline: Duration::from_secs(2 * 60 * 60),
             retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            webhook_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_input_image_bytes: 10 * 1024 * 1024,
             archive_not_ready_retries: 5,
         }

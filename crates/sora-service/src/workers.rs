@@ -652,13 +652,17 @@ impl Workers {
     }
 
     /// Deletes the files of jobs completed longer ago than the retention, and forgets old
-    /// idempotency keys. Returns how many jobs' files it deleted.
+    /// idempotency keys and webhook ids. Returns how many jobs' files it deleted.
     pub async fn retention_once(&self) -> Result<usize, StoreError> {
         let inner = &self.service.inner;
         let now = Utc::now();
         inner
             .store
             .purge_idempotency(now - inner.config.idempotency_ttl)
+            .await?;
+        inner
+            .store
+            .purge_webhooks(now - inner.config.webhook_ttl)
             .await?;
         let Some(retention) = inner.config.retention else {
             return Ok(0);

@@ -314,6 +314,11 @@ pub trait JobStore: Send + Sync {
     /// Deletes idempotency records created before `older_than`. Returns how many.
     async fn purge_idempotency(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// Deletes webhook inbox entries received before `older_than`. Keep them longer than the
+    /// provider retries a delivery (OpenAI: 72 hours), or a late retry counts as new (which is
+    /// harmless: it only wakes a poll). Returns how many.
+    async fn purge_webhooks(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// Stores a new API key by its hash (hex SHA-256, computed by the caller).
     async fn create_api_key<'a>(
         &self,

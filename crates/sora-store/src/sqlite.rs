@@ -647,6 +647,16 @@ impl JobStore for SqliteStore {
             .rows_affected())
     }
 
+    async fn purge_webhooks(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM webhook_inbox WHERE received_at < ?1")
+                .bind(micros(older_than))
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
     async fn create_api_key<'a>(
         &self,
         owner: &OwnerId,

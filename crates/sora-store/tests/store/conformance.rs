@@ -1020,6 +1020,31 @@ pub async fn a_second_instance_never_claims_a_held_job(b: &Backend) {
     assert_eq!(ids.len(), 10);
 }
 
+pub async fn old_webhook_inbox_entries_are_purged(b: &Backend) {
+    let s = &*b.store;
+    s.record_webhook(&event("wh_old", None, at(10)))
+        .await
+        .unwrap();
+    s.record_webhook(&event("wh_new", None, at(20)))
+        .await
+        .unwrap();
+    assert_eq!(s.purge_webhooks(at(10)).await.unwrap(), 0);
+    assert_eq!(s.purge_webhooks(at(15)).await.unwrap(), 1);
+    // The purged id is new again; the kept one is still a duplicate.
+    assert_eq!(
+        s.record_webhook(&event("wh_old", None, at(30)))
+            .await
+            .unwrap(),
+        InboxOutcome::New { job_id: None }
+    );
+    assert_eq!(
+        s.record_webhook(&event("wh_new", None, at(30)))
+            .await
+            .unwrap(),
+        InboxOutcome::Duplicate
+    );
+}
+
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1057,6 +1082,7 @@ suite!(
     wake_makes_a_job_due_without_a_new_version,
     a_wake_during_a_lease_survives_the_holders_release,
     the_webhook_inbox_reports_new_and_duplicate_and_matches_later,
+    old_webhook_inbox_entries_are_purged,
     counts_by_status_and_active,
     overdue_and_retention_queries,
     api_keys_are_found_by_hash_until_revoked,
