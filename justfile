@@ -29,3 +29,8 @@ fmt:
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# The benchmarks: every scenario against sora-server and its baseline in one run (docs/performance.md).
+# `just bench --smoke` is the few-seconds-per-scenario run CI does; `just bench --only create,webhook`.
+bench *ARGS:
+    bash bench/run.sh {{ARGS}}
