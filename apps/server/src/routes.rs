@@ -372,8 +372,12 @@ async fn read_multipart(
 pub(crate) async fn status(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
     let q = query(&req);
     check_render_version(&q)?;
-    let id = job_id_param(&q)?;
-    let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
+    read_job(&req, job_id_param(&q)?, &state).await
+}
+
+/// One of the caller's jobs, as `GET /api/status` and `GET /api/jobs/{jobId}` answer it.
+async fn read_job(req: &HttpRequest, id: JobId, state: &State) -> Result<HttpResponse, ApiError> {
+    let owner = state.auth.authenticate(req, AuthContext::Api).await?;
     let view = state.service.get(&owner, id).await?;
     Ok(HttpResponse::Ok().json(JobDto::new(&view, &state.links)))
 }
@@ -386,10 +390,7 @@ pub(crate) async fn get_job(
     path: web::Path<String>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_job_id(&path)?;
-    let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
-    let view = state.service.get(&owner, id).await?;
-    Ok(HttpResponse::Ok().json(JobDto::new(&view, &state.links)))
+    read_job(&req, parse_job_id(&path)?, &state).await
 }
 
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", summary = "The caller's jobs, newest first",
