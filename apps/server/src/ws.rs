@@ -507,3 +507,114 @@ impl Connection {
         session.text(frame).await.map_err(|_| None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sora_openai::MockVideoProvider;
+    use sora_service::{LinkSigner, ServiceConfig};
+    use sora_store::{BlobStore, SqliteStore};
+
+    use super::*;
+
+    async fn hub() -> Hub {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let blobs = Arc::new(BlobStore::from_url("memory://").unwrap());
+        let service = VideoService::new(
+            store,
+            Arc::new(MockVideoProvider::new()),
+            blobs,
+            ServiceConfig::new("test"),
+        );
+        let links = Links::new(
+            "http://127.0.0.1/".parse().unwrap(),
+            LinkSigner::random(Duration::from_secs(60)),
+        );
+        Hub::start(
+            service,
+            links,
+            Arc::new(Metrics::new()),
+            CancellationToken::new(),
+        )
+    }
+
+    fn owner(s: &str) -> OwnerId {
+        s.parse().unwrap()
+    }
+
+    fn deliver(job: JobId, owner_name: &str, version: u64) -> Command {
+        Command::Deliver {
+            job,
+            owner: owner(owner_name),
+            version,
+            text: ByteString::from(format!("v{version}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_closed_without_holding_up_the_others() {
+        let hub = hub().await;
+        let job = JobId::new();
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let slow_kill = CancellationToken::new();
+        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let fast_kill = CancellationToken::new();
+        for (conn, outbox, kill) in [
+            (1, slow_tx, slow_kill.clone()),
+            (2, fast_tx, fast_kill.clone()),
+        ] {
+            hub.send(Command::Connect {
+                conn,
+                owner: owner("alice"),
+                outbox,
+                kill,
+            });
+            hub.send(Command::Subscribe { conn, job });
+        }
+        // The slow client never reads: its one-slot outbox fills on the first change.
+        for version in 1..=3 {
+            hub.send(deliver(job, "alice", version));
+        }
+        for want in ["v1", "v2", "v3"] {
+            let got = tokio::time::timeout(Duration::from_secs(5), fast_rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&*got, want);
+        }
+        tokio::time::timeout(Duration::from_secs(5), slow_kill.cancelled())
+            .await
+            .expect("the slow client is closed");
+        assert!(!fast_kill.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn stale_versions_and_other_owners_jobs_are_not_delivered() {
+        let hub = hub().await;
+        let job = JobId::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.send(Command::Connect {
+            conn: 1,
+            owner: owner("bob"),
+            outbox: tx,
+            kill: CancellationToken::new(),
+        });
+        hub.send(Command::Subscribe { conn: 1, job });
+        // A job of alice's that bob subscribed to before the ownership check answered.
+        hub.send(deliver(job, "alice", 5));
+        hub.send(deliver(job, "bob", 6));
+        hub.send(deliver(job, "bob", 4));
+        hub.send(deliver(job, "bob", 7));
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*first, "v6");
+        let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*second, "v7", "version 4 is older than what was sent");
+    }
+}
