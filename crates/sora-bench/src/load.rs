@@ -144,7 +144,9 @@ where
             }
             Err(e) => {
                 total.errors += 1;
-                total.first_error.get_or_insert(format!("worker panicked: {e}"));
+                total
+                    .first_error
+                    .get_or_insert(format!("worker panicked: {e}"));
             }
         }
     }
@@ -238,6 +240,10 @@ mod tests {
         })
         .await;
         assert_eq!(fast.ok, 50);
-        assert!(fast.latency.max() < 100_000, "max {} us", fast.latency.max());
+        assert!(
+            fast.latency.max() < 100_000,
+            "max {} us",
+            fast.latency.max()
+        );
     }
 }

@@ -32,7 +32,11 @@ enum Command {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
         /// The PostgreSQL server, without a database name.
-        #[arg(long, env = "BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432")]
+        #[arg(
+            long,
+            env = "BENCH_PG_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432"
+        )]
         pg_url: String,
         /// The database to create afresh (it is dropped first).
         #[arg(long, default_value = "sora_bench")]

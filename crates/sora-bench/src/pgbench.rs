@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn reads_log_lines_with_and_without_lag() {
         assert_eq!(parse_log_line("0 12 1543 0 1732700000 123456"), Some(1543));
-        assert_eq!(parse_log_line("3 7 900 0 1732700000 123456 100"), Some(1000));
+        assert_eq!(
+            parse_log_line("3 7 900 0 1732700000 123456 100"),
+            Some(1000)
+        );
         assert_eq!(parse_log_line("3 7 skipped 0 1732700000 123456 100"), None);
         assert_eq!(parse_log_line("garbage"), None);
     }
@@ -192,6 +195,9 @@ mod tests {
         let a = run.args().join(" ");
         assert!(a.contains("-c 16 -j 2 -T 20"), "{a}");
         assert!(a.contains("--log-prefix=target/bench/pg"), "{a}");
-        assert!(a.ends_with("-R 400 postgres://postgres@127.0.0.1:5432/x"), "{a}");
+        assert!(
+            a.ends_with("-R 400 postgres://postgres@127.0.0.1:5432/x"),
+            "{a}"
+        );
     }
 }

@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn parses_the_status_file() {
-        let text = "Name:\tsora-server\nVmPeak:\t  900 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40960 kB\n";
+        let text =
+            "Name:\tsora-server\nVmPeak:\t  900 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40960 kB\n";
         assert_eq!(
             parse_status(text),
             Some(Memory {

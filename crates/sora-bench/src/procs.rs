@@ -94,7 +94,10 @@ impl Proc {
             .args(["-TERM", &self.pid.to_string()])
             .status()
             .await;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }

@@ -152,7 +152,7 @@ mod tests {
         a.latency = Some(Latency {
             count: 10,
             p50_ms: 1.5,
-            p99_ms: 12.25,
+            p99_ms: 12.4,
             max_ms: 30.0,
             mean_ms: 2.0,
         });
@@ -163,7 +163,11 @@ mod tests {
         let t = table(&[a, b]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert!(lines[2].contains("| 1234 req/s | 1.50 | 12.3 | 30.0 |"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("| 1234 req/s | 1.50 | 12.4 | 30.0 |"),
+            "{}",
+            lines[2]
+        );
         assert!(lines[2].contains("| 0.55 |"), "{}", lines[2]);
         assert!(lines[2].contains("MISSED"), "{}", lines[2]);
         assert!(lines[2].contains("3 errors / timeouts"), "{}", lines[2]);

@@ -112,7 +112,9 @@ fn machine() -> String {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<u64>().ok())
         })
-        .map_or("?".into(), |kib| format!("{:.1} GiB", kib as f64 / 1048576.0));
+        .map_or("?".into(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1048576.0)
+        });
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -267,7 +269,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 }
 
 /// A create body: the smallest valid request (prompt only; model, size and seconds default).
-const CREATE_BODY: &str = r#"{"prompt":"A calico cat playing a grand piano on a dimly lit stage, slow dolly in"}"#;
+const CREATE_BODY: &str =
+    r#"{"prompt":"A calico cat playing a grand piano on a dimly lit stage, slow dolly in"}"#;
 
 impl Ctx {
     fn selected(&self, name: &str) -> bool {
@@ -333,10 +336,8 @@ impl Ctx {
     fn create_op(
         &self,
         base: &str,
-    ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<u64, String>>
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(u64) -> futures::future::BoxFuture<'static, Result<u64, String>> + Send + Sync + 'static
+    {
         let http = self.http.clone();
         let url = format!("{base}/api/generate");
         let key = self.key.clone();
@@ -408,7 +409,8 @@ impl Ctx {
     async fn create(&mut self) -> anyhow::Result<()> {
         let c = self.p.concurrency;
         let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(20));
-        let server = load::closed_loop(c, self.p.create, u64::MAX, self.create_op(&self.base)).await;
+        let server =
+            load::closed_loop(c, self.p.create, u64::MAX, self.create_op(&self.base)).await;
         if server.ok == 0 {
             bail!(
                 "no create succeeded: {}",
@@ -450,8 +452,7 @@ impl Ctx {
         // Half the peak rate, open loop.
         let rate = server.rate() / 2.0;
         let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(20));
-        let half =
-            load::open_loop(rate, self.p.half_rate, 512, self.create_op(&self.base)).await;
+        let half = load::open_loop(rate, self.p.half_rate, 512, self.create_op(&self.base)).await;
         let mut row = self.load_row(
             &format!("create @ ½ peak ({rate:.0}/s)"),
             "sora-server",
@@ -601,9 +602,7 @@ impl Ctx {
                     .get("jobId")
                     .and_then(|j| j.as_str())
                     .ok_or_else(|| format!("no jobId in {v}"))?;
-                out.lock()
-                    .map_err(|e| e.to_string())?
-                    .push(id.to_owned());
+                out.lock().map_err(|e| e.to_string())?.push(id.to_owned());
                 Ok(0)
             }
         })
@@ -722,7 +721,8 @@ impl Ctx {
         let url = format!("ws://{bind}/");
         let before = procfs::memory(proc.pid());
         let sampler = RssSampler::start(proc.pid(), Duration::from_millis(20));
-        let (mut fleet, ramp) = Fleet::open(vec![url.clone(); clients], self.p.ramp_concurrency).await;
+        let (mut fleet, ramp) =
+            Fleet::open(vec![url.clone(); clients], self.p.ramp_concurrency).await;
         if fleet.is_empty() {
             bail!(
                 "no client reached the bare server: {}",
@@ -748,7 +748,13 @@ impl Ctx {
                 .await
                 .map_err(|e| anyhow::anyhow!("trigger: {e}"))?;
             let got = fleet
-                .collect(version, fleet.len(), t0, Duration::from_secs(10), &mut latency)
+                .collect(
+                    version,
+                    fleet.len(),
+                    t0,
+                    Duration::from_secs(10),
+                    &mut latency,
+                )
                 .await;
             missed += fleet.len() - got;
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -899,7 +905,9 @@ impl Ctx {
         let (mut fresh, fresh_base) = self.start_server("server-fanout").await?;
         let pid = fresh.pid();
         let sampler = RssSampler::start(pid, Duration::from_millis(20));
-        let big = self.server_fanout(&fresh_base, large, false, Some(pid)).await;
+        let big = self
+            .server_fanout(&fresh_base, large, false, Some(pid))
+            .await;
         let peak = mib(sampler.peak_kib(pid));
         drop(sampler);
         let _ = &mut fresh;
@@ -958,11 +966,7 @@ impl Ctx {
 
         // A completed job whose video is that file: a job created through the API, then given
         // its files by a direct update (what the archiving step would have committed).
-        let id = self
-            .create_jobs(1)
-            .await?
-            .pop()
-            .context("no job created")?;
+        let id = self.create_jobs(1).await?.pop().context("no job created")?;
         let artifacts = serde_json::json!({
             "video": {"key": key_path, "size": SIZE, "content_type": "video/mp4", "etag": null},
             "thumbnail": null,
@@ -997,18 +1001,25 @@ impl Ctx {
             let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(10));
             let before = sampler.baseline_kib();
             let s = self
-                .fetch_load(&server_url, Some(self.key.clone()), clients, range, SIZE, RANGE)
+                .fetch_load(
+                    &server_url,
+                    Some(self.key.clone()),
+                    clients,
+                    range,
+                    SIZE,
+                    RANGE,
+                )
                 .await;
             if s.ok == 0 {
-                bail!("no download succeeded: {}", s.first_error.unwrap_or_default());
+                bail!(
+                    "no download succeeded: {}",
+                    s.first_error.unwrap_or_default()
+                );
             }
             let peak = sampler.peak_kib(self.server_pid());
             let mut row = self.load_row(label, "sora-server", &s, "MB/s", Some(&sampler));
             let growth = mib(peak.saturating_sub(before));
-            row.note(format!(
-                "{} transfers, RSS growth {growth:.1} MiB",
-                s.ok
-            ));
+            row.note(format!("{} transfers, RSS growth {growth:.1} MiB", s.ok));
             let n = match &nginx_url {
                 Some(u) => Some(self.fetch_load(u, None, clients, range, SIZE, RANGE).await),
                 None => None,
@@ -1060,10 +1071,7 @@ impl Ctx {
                 }
                 let want = if range {
                     let start = rand::rng().random_range(0..size - range_len);
-                    req = req.header(
-                        "range",
-                        format!("bytes={start}-{}", start + range_len - 1),
-                    );
+                    req = req.header("range", format!("bytes={start}-{}", start + range_len - 1));
                     range_len
                 } else {
                     size
@@ -1141,7 +1149,8 @@ impl Ctx {
                 let env = self.server_env(&db, port, &storage);
                 let log = dir.join(format!("server-{i}.log"));
                 let t = Instant::now();
-                let mut p = Proc::spawn("sora-server", &self.opts.server_bin, &["serve"], &env, &log)?;
+                let mut p =
+                    Proc::spawn("sora-server", &self.opts.server_bin, &["serve"], &env, &log)?;
                 let took = p
                     .wait_ready(
                         &self.http,
