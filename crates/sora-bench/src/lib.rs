@@ -7,6 +7,7 @@
 //! Markdown table and writes it, with the raw figures, under `target/bench/`. See
 //! `docs/performance.md` for what every number means.
 
+pub mod blob_probe;
 pub mod load;
 pub mod pgbench;
 pub mod procfs;

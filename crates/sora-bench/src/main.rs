@@ -45,6 +45,14 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Read a local file through object_store's stream and in 1 MiB chunks; print MB/s of each.
+    BlobProbe {
+        /// The file.
+        file: PathBuf,
+        /// How many times to read it each way.
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+    },
     /// Serve the bare WebSocket broadcast baseline.
     WsBaseline {
         /// The address to listen on.
@@ -56,6 +64,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::BlobProbe { file, rounds } => {
+            let p = sora_bench::blob_probe::probe(&file, rounds).await?;
+            println!(
+                "object_store stream: {:.0} MB/s in chunks of {} bytes; 1 MiB chunked reads: {:.0} MB/s",
+                p.object_store_mb_s, p.object_store_chunk, p.chunked_1mib_mb_s
+            );
+            Ok(())
+        }
         Command::WsBaseline { bind } => {
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await

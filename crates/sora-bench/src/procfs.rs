@@ -118,3 +118,120 @@ mod tests {
         assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib, "{m:?}");
     }
 }
+
+/// The kernel's clock ticks per second for `/proc/*/stat` times (`USER_HZ`, 100 on Linux).
+pub const TICKS_PER_SEC: u64 = 100;
+
+/// CPU times from the text of a `/proc/PID/stat` file, in clock ticks: `(utime + stime,
+/// cutime + cstime)`, the process's own and that of its reaped children.
+pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
+    // The command name is in parentheses and may hold spaces; fields start after the last `)`.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
+    let n = |i: usize| f.get(i - 3)?.parse::<u64>().ok();
+    Some((n(14)? + n(15)?, n(16)? + n(17)?))
+}
+
+/// The command name in a `/proc/PID/stat` text.
+fn stat_comm(text: &str) -> Option<&str> {
+    Some(&text[text.find('(')? + 1..text.rfind(')')?])
+}
+
+/// A process's CPU time (own, reaped children), ticks.
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time of every process named `name` (own plus reaped children), ticks. For
+/// PostgreSQL this counts live backends and, through the postmaster, those that have exited.
+pub fn cpu_ticks_named(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if stat_comm(&text) == Some(name)
+            && let Some((own, children)) = parse_stat(&text)
+        {
+            total += own + children;
+        }
+    }
+    total
+}
+
+/// CPU time spent by the parties of a scenario, ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSnapshot {
+    /// The server under test.
+    pub server: u64,
+    /// This process (the load generator).
+    pub own: u64,
+    /// This process's reaped children (pgbench once it has exited).
+    pub children: u64,
+    /// Every PostgreSQL process.
+    pub postgres: u64,
+}
+
+impl CpuSnapshot {
+    /// Now, for the server `server_pid`.
+    pub fn take(server_pid: u32) -> Self {
+        let (own, children) = cpu_ticks(std::process::id()).unwrap_or((0, 0));
+        Self {
+            server: cpu_ticks(server_pid).map_or(0, |c| c.0),
+            own,
+            children,
+            postgres: cpu_ticks_named("postgres"),
+        }
+    }
+
+    /// What was spent since `earlier`, in microseconds per operation, as a remark such as
+    /// `CPU µs/op: server 210, load generator 150, postgres 300`.
+    pub fn per_op_since(&self, earlier: &Self, ops: u64, subject: &str, client: &str) -> String {
+        let us = |t: u64| t * 1_000_000 / TICKS_PER_SEC / ops.max(1);
+        let server = self.server.saturating_sub(earlier.server);
+        let client_ticks = if client == "pgbench" {
+            self.children.saturating_sub(earlier.children)
+        } else {
+            self.own.saturating_sub(earlier.own)
+        };
+        let mut s = String::from("CPU µs/op: ");
+        if subject == "sora-server" {
+            s.push_str(&format!("server {}, ", us(server)));
+        }
+        s.push_str(&format!(
+            "{client} {}, postgres {}",
+            us(client_ticks),
+            us(self.postgres.saturating_sub(earlier.postgres))
+        ));
+        s
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_fields_even_with_spaces_in_the_name() {
+        let text =
+            "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 100 0 0";
+        assert_eq!(parse_stat(text), Some((300, 10)));
+        assert_eq!(stat_comm(text), Some("my (odd) prog"));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn our_own_cpu_time_is_readable() {
+        // Burn a little CPU so the counter is not zero.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(cpu_ticks(std::process::id()).is_some());
+    }
+}

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::load::{self, LoadResult};
 use crate::pgbench::PgbenchRun;
-use crate::procfs::{self, RssSampler};
+use crate::procfs::{self, CpuSnapshot, RssSampler};
 use crate::procs::{self, Proc};
 use crate::report::{Report, Row, Verdict};
 use crate::stats::{self, Latency};
@@ -409,8 +409,10 @@ impl Ctx {
     async fn create(&mut self) -> anyhow::Result<()> {
         let c = self.p.concurrency;
         let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(20));
+        let cpu0 = CpuSnapshot::take(self.server_pid());
         let server =
             load::closed_loop(c, self.p.create, u64::MAX, self.create_op(&self.base)).await;
+        let cpu1 = CpuSnapshot::take(self.server_pid());
         if server.ok == 0 {
             bail!(
                 "no create succeeded: {}",
@@ -425,7 +427,9 @@ impl Ctx {
             Some(&sampler),
         );
         drop(sampler);
+        row.note(cpu1.per_op_since(&cpu0, server.ok, "sora-server", "load generator"));
 
+        let cpu0 = CpuSnapshot::take(self.server_pid());
         let pg = match self.pgbench("create.sql", self.p.create, None).run().await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -446,6 +450,12 @@ impl Ctx {
             b.throughput = Some(pg.tps);
             b.unit = "tx/s".into();
             b.latency = Some(Latency::of(&pg.latency));
+            b.note(CpuSnapshot::take(self.server_pid()).per_op_since(
+                &cpu0,
+                pg.latency.len(),
+                "pgbench",
+                "pgbench",
+            ));
             self.rows.push(b);
         }
 
@@ -539,7 +549,9 @@ impl Ctx {
             }
         };
         let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(20));
+        let cpu0 = CpuSnapshot::take(self.server_pid());
         let r = load::closed_loop(c, self.p.webhook, u64::MAX, op).await;
+        let cpu1 = CpuSnapshot::take(self.server_pid());
         if r.ok == 0 {
             bail!("no webhook accepted: {}", r.first_error.unwrap_or_default());
         }
@@ -550,6 +562,7 @@ impl Ctx {
             "req/s",
             Some(&sampler),
         );
+        row.note(cpu1.per_op_since(&cpu0, r.ok, "sora-server", "load generator"));
         row.budget = "≥ 0.60 × pgbench".into();
         // The baseline is the create scenario's pgbench figure when it ran.
         let base = self
@@ -1046,6 +1059,23 @@ impl Ctx {
         if let Some(p) = nginx_proc {
             p.stop(Duration::from_secs(2)).await;
         }
+
+        // The read side alone, in this process: the store's stream versus large reads.
+        let probe = crate::blob_probe::probe(&file, if self.opts.smoke { 2 } else { 10 }).await?;
+        let mut row = Row::new("read 50 MiB file, no HTTP", "object_store stream");
+        row.throughput = Some(probe.object_store_mb_s);
+        row.unit = "MB/s".into();
+        row.ratio = Some(probe.object_store_mb_s / probe.chunked_1mib_mb_s.max(1e-9));
+        row.note(format!(
+            "what BlobStore::get streams for file://; chunks of {} bytes",
+            probe.object_store_chunk
+        ));
+        self.rows.push(row);
+        let mut row = Row::new("read 50 MiB file, no HTTP", "1 MiB reads");
+        row.throughput = Some(probe.chunked_1mib_mb_s);
+        row.unit = "MB/s".into();
+        row.note("std::fs::File::read on the blocking pool");
+        self.rows.push(row);
         Ok(())
     }
 
