@@ -6,6 +6,7 @@
 #   bash bench/run.sh            # the full run (about 6 minutes)
 #   bash bench/run.sh --smoke    # a few seconds per scenario, no budgets judged (CI)
 #   bash bench/run.sh --only create,webhook
+#   bash bench/run.sh --smoke --debug   # debug builds (what CI has built already); smoke only
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust; BENCH_PG_URL overrides) with
 # pgbench, and nginx: both are installed from Debian's packages when missing and we are root.
@@ -18,7 +19,8 @@ install_pkg() {
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing $*"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; } \
+      || step "could not install $* (a smoke run skips that baseline; a full run fails)"
   fi
 }
 
@@ -36,8 +38,20 @@ fi
 # 10,000 WebSocket clients and as many server sockets: raise the open-file limit to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-step "cargo build --release -p sora-server -p sora-bench"
-cargo build --release -p sora-server -p sora-bench
+# `--debug` (ours, not sora-bench's): use the dev profile, for smoke runs on a CI that has built it.
+profile=release
+args=()
+for a in "$@"; do
+  if [ "$a" = "--debug" ]; then profile=debug; else args+=("$a"); fi
+done
+cargo_profile=(--release)
+[ "$profile" = debug ] && cargo_profile=()
+
+# One package per command, as everyone builds them (one command for both would unify their
+# features and build every dependency a third time).
+step "cargo build ${cargo_profile[*]} -p sora-server; cargo build ${cargo_profile[*]} -p sora-bench"
+cargo build "${cargo_profile[@]}" -p sora-server
+cargo build "${cargo_profile[@]}" -p sora-bench
 
 export PATH="$PATH:/usr/sbin"
-exec target/release/sora-bench run --server-bin target/release/sora-server --repo . --out target/bench "$@"
+exec "target/$profile/sora-bench" run --server-bin "target/$profile/sora-server" --repo . --out target/bench ${args[@]+"${args[@]}"}
