@@ -53,6 +53,8 @@ pub fn progress_version(text: &str) -> Option<u64> {
 /// Many open WebSocket clients. Dropping it closes them.
 #[derive(Debug)]
 pub struct Fleet {
+    /// Clients attempted (the range of `Frame::client`), connected or not.
+    attempted: usize,
     readers: Vec<JoinHandle<()>>,
     frames: mpsc::UnboundedReceiver<Frame>,
 }
@@ -91,6 +93,7 @@ impl Fleet {
     /// Opens one client per URL, `concurrency` handshakes at a time; each counts as connected
     /// when its first frame (the server's snapshot or greeting) has arrived.
     pub async fn open(urls: Vec<String>, concurrency: usize) -> (Self, Ramp) {
+        let attempted = urls.len();
         let (tx, frames) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let start = Instant::now();
@@ -171,7 +174,14 @@ impl Fleet {
             }
         }
         ramp.elapsed = start.elapsed();
-        (Self { readers, frames }, ramp)
+        (
+            Self {
+                attempted,
+                readers,
+                frames,
+            },
+            ramp,
+        )
     }
 
     /// How many clients are open.
@@ -199,7 +209,7 @@ impl Fleet {
         timeout: Duration,
         latency: &mut Histogram<u64>,
     ) -> usize {
-        let mut seen = vec![false; expected.max(self.readers.len())];
+        let mut seen = vec![false; self.attempted];
         let mut got = 0;
         let deadline = tokio::time::Instant::from(t0 + timeout);
         while got < expected {
@@ -315,6 +325,31 @@ mod tests {
         );
         assert_eq!(progress_version(r#"{"type":"pong"}"#), None);
         assert_eq!(progress_version("not json"), None);
+    }
+
+    #[tokio::test]
+    async fn clients_that_fail_to_connect_do_not_hide_the_others_frames() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve_baseline(listener));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("ws://{}", l.local_addr().unwrap())
+        };
+        // Failures first, so the connected clients have the highest indices.
+        let mut urls = vec![closed.clone(), closed];
+        urls.extend(std::iter::repeat_n(url.clone(), 5));
+        let (mut fleet, ramp) = Fleet::open(urls, 4).await;
+        assert_eq!((ramp.connected, ramp.failed), (5, 2));
+        assert!(ramp.first_error.unwrap().contains("connect"));
+        let mut trigger = Trigger::connect(&url).await.unwrap();
+        let mut h = stats::histogram();
+        let t0 = Instant::now();
+        trigger.send(1).await.unwrap();
+        let got = fleet
+            .collect(1, fleet.len(), t0, Duration::from_secs(5), &mut h)
+            .await;
+        assert_eq!(got, 5);
     }
 
     #[tokio::test]
