@@ -4,7 +4,9 @@
 //! [`ApiKeyAuth`] (bearer API keys whose hashes live in the store); an application that embeds the
 //! routes can bring its own (a session cookie, a JWT) without forking anything.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -14,6 +16,12 @@ use sora_service::hash_api_key;
 use sora_store::JobStore;
 
 use crate::error::ApiError;
+
+/// How long a verified API key is trusted without asking the database again: also the longest a
+/// revoked key keeps working.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// The most keys remembered at once.
+const KEY_CACHE_MAX: usize = 10_000;
 
 /// Where a credential is being presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +44,10 @@ pub trait Authenticator: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ApiKeyAuth {
     store: Arc<dyn JobStore>,
+    /// Recently verified keys: hash to owner and when it was looked up. Saves a database round
+    /// trip per request (docs/performance.md); a revoked key keeps working for at most
+    /// [`KEY_CACHE_TTL`] in a process that had just seen it.
+    cache: Arc<Mutex<HashMap<String, (OwnerId, Instant)>>>,
     /// A key known only to this process (the emulator mode's development key): its hash and
     /// owner. Never stored, so it dies with the process.
     ephemeral: Option<(String, OwnerId)>,
@@ -52,8 +64,17 @@ impl ApiKeyAuth {
     pub fn new(store: Arc<dyn JobStore>) -> Self {
         Self {
             store,
+            cache: Arc::default(),
             ephemeral: None,
         }
+    }
+
+    fn cached(&self, hash: &str) -> Option<OwnerId> {
+        let cache = self.cache.lock().expect("the key cache lock");
+        cache
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
+            .map(|(owner, _)| owner.clone())
     }
 
     /// Also accepts `key` for `owner`, without storing it: it stops working when the process
@@ -97,9 +118,21 @@ impl Authenticator for ApiKeyAuth {
         {
             return Ok(owner.clone());
         }
+        if let Some(owner) = self.cached(&hash) {
+            return Ok(owner);
+        }
         let record = self.store.find_api_key(&hash).await?;
-        record
+        let owner = record
             .map(|r| r.owner)
-            .ok_or_else(|| ApiError::unauthorized("The API key is not valid"))
+            .ok_or_else(|| ApiError::unauthorized("The API key is not valid"))?;
+        let mut cache = self.cache.lock().expect("the key cache lock");
+        if cache.len() >= KEY_CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(hash, (owner.clone(), Instant::now()));
+        Ok(owner)
     }
 }

@@ -33,6 +33,8 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 pub const OUTBOX_CAPACITY: usize = 64;
 /// The most jobs one connection may watch.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
+/// The most changed jobs read in one query.
+const MAX_READ_BATCH: usize = 1000;
 /// The largest frame a client may send.
 const MAX_FRAME: usize = 16 * 1024;
 
@@ -62,6 +64,7 @@ enum Command {
         version: u64,
         text: ByteString,
     },
+    ReadDone,
 }
 
 /// A handle to the hub task. Cheap to clone.
@@ -93,6 +96,10 @@ struct HubState {
     subs: HashMap<JobId, HashSet<ConnId>>,
     /// The newest version delivered per watched job, so stale reads are dropped.
     delivered: HashMap<JobId, u64>,
+    /// Watched jobs that changed and wait to be read.
+    dirty: HashSet<JobId>,
+    /// Whether a batch read is in flight.
+    reading: bool,
 }
 
 impl Hub {
@@ -113,6 +120,8 @@ impl Hub {
             conns: HashMap::new(),
             subs: HashMap::new(),
             delivered: HashMap::new(),
+            dirty: HashSet::new(),
+            reading: false,
         };
         tokio::spawn(state.run(rx, changes, shutdown));
         Self {
@@ -146,7 +155,7 @@ impl HubState {
                         if self.subs.contains_key(&job_id)
                             && self.delivered.get(&job_id).is_none_or(|v| *v < version)
                         {
-                            self.read_and_deliver(job_id);
+                            self.mark_changed(job_id);
                         }
                     }
                     // Notices were lost (the listener reconnected, or we lagged): re-read
@@ -154,7 +163,7 @@ impl HubState {
                     Ok(ChangeNotice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         let jobs: Vec<JobId> = self.subs.keys().copied().collect();
                         for job in jobs {
-                            self.read_and_deliver(job);
+                            self.mark_changed(job);
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -196,6 +205,12 @@ impl HubState {
                 self.drop_sub(conn, job);
             }
             Command::Disconnect { conn } => self.disconnect(conn),
+            Command::ReadDone => {
+                self.reading = false;
+                if !self.dirty.is_empty() {
+                    self.start_read();
+                }
+            }
             Command::Deliver {
                 job,
                 owner,
@@ -250,25 +265,53 @@ impl HubState {
         }
     }
 
-    /// Reads the job off the hub task and sends the rendered message back as a `Deliver`.
-    fn read_and_deliver(&self, job: JobId) {
+    /// Marks a watched job as changed. Changed jobs are read in batches, one query per
+    /// batch: while a read is in flight, further changes gather for the next one, so a burst of
+    /// changes to many jobs costs a few queries, not one each.
+    fn mark_changed(&mut self, job: JobId) {
+        self.dirty.insert(job);
+        if !self.reading {
+            self.start_read();
+        }
+    }
+
+    /// Reads the changed jobs off the hub task; the rendered messages come back as `Deliver`s,
+    /// then a `ReadDone`.
+    fn start_read(&mut self) {
+        let ids: Vec<JobId> = if self.dirty.len() <= MAX_READ_BATCH {
+            self.dirty.drain().collect()
+        } else {
+            let ids: Vec<JobId> = self.dirty.iter().take(MAX_READ_BATCH).copied().collect();
+            for id in &ids {
+                self.dirty.remove(id);
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return;
+        }
+        self.reading = true;
         let service = self.service.clone();
         let links = self.links.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            match service.get_any(job).await {
-                Ok(Some(view)) => {
-                    let msg = ProgressMessage::new(&view, &links, false);
-                    let _ = tx.send(Command::Deliver {
-                        job,
-                        owner: view.job.owner().clone(),
-                        version: msg.version,
-                        text: msg.to_text(),
-                    });
+            match service.get_many(&ids).await {
+                Ok(views) => {
+                    for view in views {
+                        let msg = ProgressMessage::new(&view, &links, false);
+                        let _ = tx.send(Command::Deliver {
+                            job: view.job.id(),
+                            owner: view.job.owner().clone(),
+                            version: msg.version,
+                            text: msg.to_text(),
+                        });
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(job_id = %job, error = %e, "could not read a changed job"),
+                Err(e) => {
+                    tracing::warn!(jobs = ids.len(), error = %e, "could not read changed jobs")
+                }
             }
+            let _ = tx.send(Command::ReadDone);
         });
     }
 }

@@ -427,6 +427,17 @@ impl VideoService {
         }
     }
 
+    /// Several jobs, whoever owns them, in one read (the WebSocket layer's batch of changes).
+    /// Ids that match no job are left out.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<JobView>, ServiceError> {
+        let jobs = self.inner.store.get_jobs(ids).await?;
+        let mut views = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            views.push(self.view(job).await?);
+        }
+        Ok(views)
+    }
+
     async fn view(&self, job: Job) -> Result<JobView, ServiceError> {
         // Only a completed job has files that could have been deleted: skip the look-up
         // otherwise.

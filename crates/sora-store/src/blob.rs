@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::chunked::ChunkedStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -59,6 +60,9 @@ pub struct BlobStore {
     attributes: bool,
 }
 
+/// How much of a local file one read step takes.
+const LOCAL_READ_CHUNK: usize = 256 * 1024;
+
 impl BlobStore {
     /// The store a URL names:
     ///
@@ -82,7 +86,11 @@ impl BlobStore {
             let fs = LocalFileSystem::new_with_prefix(&path)
                 .map_err(|e| StoreError::Config(format!("cannot use {}: {e}", path.display())))?
                 .with_automatic_cleanup(true);
-            return Ok(Self::new(Arc::new(fs), false));
+            // object_store reads local files in 8 KiB chunks, one blocking-pool round trip
+            // each, which caps a download at a few hundred MB/s; larger chunks lift that
+            // (docs/performance.md) at the cost of one chunk of memory per open read.
+            let chunked = ChunkedStore::new(Arc::new(fs), LOCAL_READ_CHUNK);
+            return Ok(Self::new(Arc::new(chunked), false));
         }
         if url == "memory://" || url == "memory:" {
             return Ok(Self::new(Arc::new(InMemory::new()), true));

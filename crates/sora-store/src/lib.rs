@@ -214,6 +214,10 @@ pub trait JobStore: Send + Sync {
         idempotency: Option<&'a NewIdempotency>,
     ) -> Result<Inserted, StoreError>;
 
+    /// Several jobs by id, any owner's, in one query (the WebSocket hub reads every job that
+    /// changed at once). Ids that match no job are left out; the order is unspecified.
+    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError>;
+
     /// A job by id. `owner = Some`: only that owner's (another owner's job gives `Ok(None)`);
     /// `None`: any owner's (for workers).
     async fn get_job<'a>(

@@ -289,6 +289,21 @@ impl JobStore for PgStore {
         row.as_ref().map(decode_job).transpose()
     }
 
+    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE id = ANY($1)"
+        ))
+        .bind(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_job).collect()
+    }
+
     async fn get_job_by_video(&self, video_id: &VideoId) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",

@@ -266,6 +266,24 @@ impl JobStore for SqliteStore {
         row.as_ref().map(decode_job).transpose()
     }
 
+    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(
+            serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_job).collect()
+    }
+
     async fn get_job_by_video(&self, video_id: &VideoId) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sora_core::{FailureCode, JobError, JobEvent, JobStatus, ProviderStatus, PublicStatus};
+use sora_core::{FailureCode, JobError, JobEvent, JobId, JobStatus, ProviderStatus, PublicStatus};
 use sora_store::{
     ChangeNotice, InboxEvent, InboxOutcome, Inserted, JobQuery, JobStore, NewIdempotency, SaveJob,
     StoreError, Work,
@@ -1020,6 +1020,25 @@ pub async fn a_second_instance_never_claims_a_held_job(b: &Backend) {
     assert_eq!(ids.len(), 10);
 }
 
+pub async fn several_jobs_are_read_in_one_query(b: &Backend) {
+    let s = &*b.store;
+    let a = job("alice", at(1));
+    let c = job("bob", at(2));
+    s.insert_job(&a, None).await.unwrap();
+    s.insert_job(&c, None).await.unwrap();
+    let missing = JobId::from_parts(3, 3);
+    let mut got: Vec<JobId> = s
+        .get_jobs(&[a.id(), c.id(), missing])
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![a.id(), c.id()]);
+    assert!(s.get_jobs(&[]).await.unwrap().is_empty());
+}
+
 pub async fn old_webhook_inbox_entries_are_purged(b: &Backend) {
     let s = &*b.store;
     s.record_webhook(&event("wh_old", None, at(10)))
@@ -1083,6 +1102,7 @@ suite!(
     a_wake_during_a_lease_survives_the_holders_release,
     the_webhook_inbox_reports_new_and_duplicate_and_matches_later,
     old_webhook_inbox_entries_are_purged,
+    several_jobs_are_read_in_one_query,
     counts_by_status_and_active,
     overdue_and_retention_queries,
     api_keys_are_found_by_hash_until_revoked,
