@@ -295,8 +295,14 @@ impl HubState {
         let links = self.links.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             match service.get_many(&ids).await {
                 Ok(views) => {
+                    tracing::debug!(
+                        jobs = ids.len(),
+                        read_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "read changed jobs"
+                    );
                     for view in views {
                         let msg = ProgressMessage::new(&view, &links, false);
                         let _ = tx.send(Command::Deliver {

@@ -303,7 +303,10 @@ impl Ctx {
             "OPENAI_WEBHOOK_SECRET".into(),
             self.webhook_secret.to_whsec().expose_secret().to_owned(),
         );
-        env.insert("RUST_LOG".into(), "warn".into());
+        env.insert(
+            "RUST_LOG".into(),
+            std::env::var("SORA_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         env
     }
 
