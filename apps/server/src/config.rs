@@ -172,7 +172,7 @@ impl Config {
                     s.trim().parse::<WebhookSecret>().map_err(|_| {
                         err(
                             "OPENAI_WEBHOOK_SECRET",
-                            "a secret is not valid (expected whsec_ followed by base64)".into(),
+                            "a secret is not valid (a whsec_ secret must be followed by valid base64)".into(),
                         )
                     })
                 })
