@@ -195,6 +195,10 @@ async fn downloads_answer_ranges_conditional_requests_and_not_ready() {
     assert_eq!(body["job"]["status"], "completed");
     let status = app.status(&job).await;
     assert_eq!(status["filesDeleted"], true);
+    let list: Value = app.get("/api/jobs").await.json().await.unwrap();
+    assert_eq!(list["jobs"][0]["jobId"], job.as_str());
+    assert_eq!(list["jobs"][0]["filesDeleted"], true);
+    assert!(list["jobs"][0]["downloadUrl"].is_null());
     assert!(status["downloadUrl"].is_null());
     assert_eq!(
         error_of(app.get(&url).await).await,

@@ -429,12 +429,8 @@ pub(crate) async fn list_jobs(req: HttpRequest, state: State) -> Result<HttpResp
     let page = state.service.list(&owner, &query).await?;
     let mut jobs = Vec::with_capacity(page.jobs.len());
     for job in page.jobs {
-        // A listed job's files are reported deleted by its status answer; the list keeps to
-        // one query.
-        let view = sora_service::JobView {
-            job,
-            files_deleted: false,
-        };
+        let files_deleted = page.purged.contains(&job.id());
+        let view = sora_service::JobView { job, files_deleted };
         jobs.push(JobDto::new(&view, &state.links));
     }
     Ok(HttpResponse::Ok().json(JobListDto {

@@ -68,6 +68,8 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// The cursor of the next page, if there are more jobs. Opaque.
     pub next_cursor: Option<String>,
+    /// The jobs of this page whose files were deleted (by retention or their owner).
+    pub purged: Vec<JobId>,
 }
 
 /// The kinds of work the workers claim.

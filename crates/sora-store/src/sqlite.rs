@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sora_core::{Job, JobId, JobStatus, OwnerId, VideoId};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -303,6 +304,7 @@ impl JobStore for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_cols!(),
+            ", (purged_at IS NOT NULL) AS files_purged",
             " FROM jobs WHERE owner = ?1 AND (?2 IS NULL OR id < ?2) \
              AND (?3 IS NULL OR status IN (SELECT value FROM json_each(?3))) \
              ORDER BY id DESC LIMIT ?4"
@@ -314,13 +316,24 @@ impl JobStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
+        let mut purged = rows
+            .iter()
+            .zip(&jobs)
+            .filter(|(row, _)| row.get::<bool, _>("files_purged"))
+            .map(|(_, job)| job.id())
+            .collect::<Vec<_>>();
         let next_cursor = if jobs.len() as i64 > limit {
             jobs.truncate(limit as usize);
+            purged.retain(|id| jobs.iter().any(|j| j.id() == *id));
             jobs.last().map(|j| encode_cursor(j.id()))
         } else {
             None
         };
-        Ok(JobPage { jobs, next_cursor })
+        Ok(JobPage {
+            jobs,
+            next_cursor,
+            purged,
+        })
     }
 
     async fn save_job<'a>(

@@ -920,8 +920,17 @@ pub async fn overdue_and_retention_queries(b: &Backend) {
     s.mark_purged(done.id(), at(7)).await.unwrap();
     assert_eq!(s.purged_at(done.id()).await.unwrap(), Some(at(6)));
     assert!(s.finished_before(at(5), 10).await.unwrap().is_empty());
-    // The job row stays.
-    assert_eq!(s.get_job(done.id(), None).await.unwrap(), Some(done));
+    // The job row stays, and an owner's list says its files are gone.
+    assert_eq!(
+        s.get_job(done.id(), None).await.unwrap(),
+        Some(done.clone())
+    );
+    let page = s
+        .list_jobs(done.owner(), &JobQuery::default())
+        .await
+        .unwrap();
+    assert!(page.jobs.iter().any(|j| j.id() == done.id()));
+    assert_eq!(page.purged, vec![done.id()]);
 
     let ghost = sora_core::JobId::new();
     assert!(matches!(
