@@ -337,6 +337,13 @@ enum ClientMessage {
     Ping,
 }
 
+fn shutting_down() -> CloseReason {
+    CloseReason {
+        code: CloseCode::Away,
+        description: Some("server shutting down; reconnect".into()),
+    }
+}
+
 fn error_frame(code: &str, message: &str, job_id: Option<&str>) -> ByteString {
     serde_json::json!({
         "type": "error",
@@ -417,17 +424,18 @@ impl Connection {
         if close_reason.is_none() {
             close_reason = loop {
                 tokio::select! {
+                    // Shutdown and the slow-client verdict win over anything else that is ready,
+                    // so the client learns why it is closed.
+                    biased;
                     _ = kill.cancelled() => break Some(CloseReason {
                         code: CloseCode::Again,
                         description: Some("client too slow; reconnect to get the current state".into()),
                     }),
-                    _ = self.shutdown.cancelled() => break Some(CloseReason {
-                        code: CloseCode::Away,
-                        description: Some("server shutting down; reconnect".into()),
-                    }),
+                    _ = self.shutdown.cancelled() => break Some(shutting_down()),
                     out = inbox.recv() => match out {
                         Some(text) => if session.text(text).await.is_err() { break None },
-                        None => break None,
+                        // The hub drops outboxes only when it stops, that is at shutdown.
+                        None => break Some(shutting_down()),
                     },
                     msg = stream.recv() => {
                         last_seen = Instant::now();
