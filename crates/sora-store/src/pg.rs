@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::error::redact_url;
 use crate::row::{
     JobColumns, decode_api_key, decode_claimed, decode_counts, decode_cursor, decode_job,
-    encode_cursor, parse_notice, status_filter, version_to_i64,
+    decode_page, parse_notice, status_filter, version_to_i64,
 };
 use crate::sqlite::truncate_micros;
 use crate::{
@@ -322,7 +322,7 @@ impl JobStore for PgStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_cols!(),
-            ", (purged_at IS NOT NULL) AS files_purged",
+            ", (CASE WHEN purged_at IS NULL THEN 0 ELSE 1 END)::int8 AS files_purged",
             " FROM jobs WHERE owner = $1 AND ($2::text IS NULL OR id < $2) \
              AND ($3::text[] IS NULL OR status = ANY($3)) \
              ORDER BY id DESC LIMIT $4"
@@ -333,25 +333,7 @@ impl JobStore for PgStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
-        let mut purged = rows
-            .iter()
-            .zip(&jobs)
-            .filter(|(row, _)| row.get::<bool, _>("files_purged"))
-            .map(|(_, job)| job.id())
-            .collect::<Vec<_>>();
-        let next_cursor = if jobs.len() as i64 > limit {
-            jobs.truncate(limit as usize);
-            purged.retain(|id| jobs.iter().any(|j| j.id() == *id));
-            jobs.last().map(|j| encode_cursor(j.id()))
-        } else {
-            None
-        };
-        Ok(JobPage {
-            jobs,
-            next_cursor,
-            purged,
-        })
+        decode_page(&rows, limit)
     }
 
     async fn save_job<'a>(

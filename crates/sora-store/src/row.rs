@@ -279,6 +279,30 @@ pub(crate) fn decode_counts(rows: &[impl RowGet]) -> Result<Vec<(JobStatus, u64)
 }
 
 /// The opaque list cursor of a job id.
+/// A page of an owner's jobs from the rows of a list query that asked for `limit + 1` rows and a
+/// `files_purged` column (0 or 1).
+pub(crate) fn decode_page(rows: &[impl RowGet], limit: i64) -> Result<crate::JobPage, StoreError> {
+    let mut jobs = Vec::new();
+    let mut purged = Vec::new();
+    for row in rows.iter().take(usize::try_from(limit).unwrap_or(0)) {
+        let job = decode_job(row)?;
+        if row.int("files_purged")? != 0 {
+            purged.push(job.id());
+        }
+        jobs.push(job);
+    }
+    let next_cursor = if rows.len() as i64 > limit {
+        jobs.last().map(|j| encode_cursor(j.id()))
+    } else {
+        None
+    };
+    Ok(crate::JobPage {
+        jobs,
+        next_cursor,
+        purged,
+    })
+}
+
 pub(crate) fn encode_cursor(id: JobId) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())

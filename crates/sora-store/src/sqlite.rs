@@ -12,7 +12,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sora_core::{Job, JobId, JobStatus, OwnerId, VideoId};
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,7 +19,7 @@ use tokio::sync::broadcast;
 
 use crate::row::{
     JobColumns, decode_api_key, decode_claimed, decode_counts, decode_cursor, decode_job,
-    encode_cursor, micros, opt_micros, status_filter, version_to_i64,
+    decode_page, micros, opt_micros, status_filter, version_to_i64,
 };
 use crate::{
     ApiKeyRecord, ChangeNotice, Claimed, InboxEvent, InboxOutcome, Inserted, JobPage, JobQuery,
@@ -315,25 +314,7 @@ impl JobStore for SqliteStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs = rows.iter().map(decode_job).collect::<Result<Vec<_>, _>>()?;
-        let mut purged = rows
-            .iter()
-            .zip(&jobs)
-            .filter(|(row, _)| row.get::<bool, _>("files_purged"))
-            .map(|(_, job)| job.id())
-            .collect::<Vec<_>>();
-        let next_cursor = if jobs.len() as i64 > limit {
-            jobs.truncate(limit as usize);
-            purged.retain(|id| jobs.iter().any(|j| j.id() == *id));
-            jobs.last().map(|j| encode_cursor(j.id()))
-        } else {
-            None
-        };
-        Ok(JobPage {
-            jobs,
-            next_cursor,
-            purged,
-        })
+        decode_page(&rows, limit)
     }
 
     async fn save_job<'a>(
