@@ -409,44 +409,38 @@ impl VideoService {
 
     /// One of the caller's jobs.
     pub async fn get(&self, owner: &OwnerId, id: JobId) -> Result<JobView, ServiceError> {
-        let job = self
-            .inner
-            .store
-            .get_job(id, Some(owner))
+        self.read(&[id], Some(owner))
             .await?
-            .ok_or_else(|| ServiceError::NotFound(id.to_string()))?;
-        self.view(job).await
+            .pop()
+            .ok_or_else(|| ServiceError::NotFound(id.to_string()))
     }
 
     /// Any job, whoever owns it (for workers and for the WebSocket layer, which checks
     /// ownership itself).
     pub async fn get_any(&self, id: JobId) -> Result<Option<JobView>, ServiceError> {
-        match self.inner.store.get_job(id, None).await? {
-            Some(job) => Ok(Some(self.view(job).await?)),
-            None => Ok(None),
-        }
+        Ok(self.read(&[id], None).await?.pop())
     }
 
     /// Several jobs, whoever owns them, in one read (the WebSocket layer's batch of changes).
     /// Ids that match no job are left out.
     pub async fn get_many(&self, ids: &[JobId]) -> Result<Vec<JobView>, ServiceError> {
-        let jobs = self.inner.store.get_jobs(ids).await?;
-        let mut views = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            views.push(self.view(job).await?);
-        }
-        Ok(views)
+        self.read(ids, None).await
     }
 
-    async fn view(&self, job: Job) -> Result<JobView, ServiceError> {
-        // Only a completed job has files that could have been deleted: skip the look-up
-        // otherwise.
-        let files_deleted = if job.artifacts().is_some() {
-            self.inner.store.purged_at(job.id()).await?.is_some()
-        } else {
-            false
-        };
-        Ok(JobView { job, files_deleted })
+    /// Jobs with their purge flag, in one query.
+    async fn read(
+        &self,
+        ids: &[JobId],
+        owner: Option<&OwnerId>,
+    ) -> Result<Vec<JobView>, ServiceError> {
+        let stored = self.inner.store.get_jobs(ids, owner).await?;
+        Ok(stored
+            .into_iter()
+            .map(|s| JobView {
+                job: s.job,
+                files_deleted: s.files_purged,
+            })
+            .collect())
     }
 
     /// The caller's jobs, newest first.

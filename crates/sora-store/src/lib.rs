@@ -61,6 +61,15 @@ impl Default for JobQuery {
     }
 }
 
+/// A job with what the store knows beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredJob {
+    /// The job.
+    pub job: Job,
+    /// Whether its files were deleted (by retention or its owner).
+    pub files_purged: bool,
+}
+
 /// A page of an owner's jobs, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPage {
@@ -216,9 +225,14 @@ pub trait JobStore: Send + Sync {
         idempotency: Option<&'a NewIdempotency>,
     ) -> Result<Inserted, StoreError>;
 
-    /// Several jobs by id, any owner's, in one query (the WebSocket hub reads every job that
+    /// Jobs by id with their purge flag, in one query: `owner = Some` keeps only that owner's
+    /// (the API reading one job), `None` any owner's (the WebSocket hub reading every job that
     /// changed at once). Ids that match no job are left out; the order is unspecified.
-    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError>;
+    async fn get_jobs<'a>(
+        &self,
+        ids: &[JobId],
+        owner: Option<&'a OwnerId>,
+    ) -> Result<Vec<StoredJob>, StoreError>;
 
     /// A job by id. `owner = Some`: only that owner's (another owner's job gives `Ok(None)`);
     /// `None`: any owner's (for workers).

@@ -19,13 +19,13 @@ use tokio::task::JoinHandle;
 use crate::error::redact_url;
 use crate::row::{
     JobColumns, decode_api_key, decode_claimed, decode_counts, decode_cursor, decode_job,
-    decode_page, parse_notice, status_filter, version_to_i64,
+    decode_page, decode_stored, parse_notice, status_filter, version_to_i64,
 };
 use crate::sqlite::truncate_micros;
 use crate::{
     ApiKeyRecord, ChangeNotice, Claimed, InboxEvent, InboxOutcome, Inserted, JobPage, JobQuery,
-    JobStore, Lease, NOTICE_CAPACITY, NewIdempotency, SaveJob, StoreError, Work, chrono_duration,
-    clamp_limit, new_token,
+    JobStore, Lease, NOTICE_CAPACITY, NewIdempotency, SaveJob, StoreError, StoredJob, Work,
+    chrono_duration, clamp_limit, new_token,
 };
 
 /// The PostgreSQL migrations (the repository's top-level `migrations/`), the same files
@@ -289,19 +289,25 @@ impl JobStore for PgStore {
         row.as_ref().map(decode_job).transpose()
     }
 
-    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+    async fn get_jobs<'a>(
+        &self,
+        ids: &[JobId],
+        owner: Option<&'a OwnerId>,
+    ) -> Result<Vec<StoredJob>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_cols!(),
-            " FROM jobs WHERE id = ANY($1)"
+            ", (CASE WHEN purged_at IS NULL THEN 0 ELSE 1 END)::int8 AS files_purged",
+            " FROM jobs WHERE id = ANY($1) AND ($2::text IS NULL OR owner = $2)"
         ))
         .bind(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .bind(owner.map(|o| o.as_str()))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_job).collect()
+        rows.iter().map(decode_stored).collect()
     }
 
     async fn get_job_by_video(&self, video_id: &VideoId) -> Result<Option<Job>, StoreError> {

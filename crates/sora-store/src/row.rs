@@ -279,17 +279,25 @@ pub(crate) fn decode_counts(rows: &[impl RowGet]) -> Result<Vec<(JobStatus, u64)
 }
 
 /// The opaque list cursor of a job id.
+/// A job and its purge flag, from a row with a `files_purged` column (0 or 1).
+pub(crate) fn decode_stored(row: &impl RowGet) -> Result<crate::StoredJob, StoreError> {
+    Ok(crate::StoredJob {
+        job: decode_job(row)?,
+        files_purged: row.int("files_purged")? != 0,
+    })
+}
+
 /// A page of an owner's jobs from the rows of a list query that asked for `limit + 1` rows and a
 /// `files_purged` column (0 or 1).
 pub(crate) fn decode_page(rows: &[impl RowGet], limit: i64) -> Result<crate::JobPage, StoreError> {
     let mut jobs = Vec::new();
     let mut purged = Vec::new();
     for row in rows.iter().take(usize::try_from(limit).unwrap_or(0)) {
-        let job = decode_job(row)?;
-        if row.int("files_purged")? != 0 {
-            purged.push(job.id());
+        let stored = decode_stored(row)?;
+        if stored.files_purged {
+            purged.push(stored.job.id());
         }
-        jobs.push(job);
+        jobs.push(stored.job);
     }
     let next_cursor = if rows.len() as i64 > limit {
         jobs.last().map(|j| encode_cursor(j.id()))

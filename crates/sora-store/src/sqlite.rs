@@ -19,12 +19,12 @@ use tokio::sync::broadcast;
 
 use crate::row::{
     JobColumns, decode_api_key, decode_claimed, decode_counts, decode_cursor, decode_job,
-    decode_page, micros, opt_micros, status_filter, version_to_i64,
+    decode_page, decode_stored, micros, opt_micros, status_filter, version_to_i64,
 };
 use crate::{
     ApiKeyRecord, ChangeNotice, Claimed, InboxEvent, InboxOutcome, Inserted, JobPage, JobQuery,
-    JobStore, Lease, NOTICE_CAPACITY, NewIdempotency, SaveJob, StoreError, Work, chrono_duration,
-    clamp_limit, new_token,
+    JobStore, Lease, NOTICE_CAPACITY, NewIdempotency, SaveJob, StoreError, StoredJob, Work,
+    chrono_duration, clamp_limit, new_token,
 };
 
 /// The SQLite migrations (`crates/sora-store/migrations-sqlite`), applied by
@@ -266,22 +266,25 @@ impl JobStore for SqliteStore {
         row.as_ref().map(decode_job).transpose()
     }
 
-    async fn get_jobs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+    async fn get_jobs<'a>(
+        &self,
+        ids: &[JobId],
+        owner: Option<&'a OwnerId>,
+    ) -> Result<Vec<StoredJob>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_cols!(),
-            " FROM jobs WHERE id IN (SELECT value FROM json_each(?1))"
+            ", (purged_at IS NOT NULL) AS files_purged",
+            " FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) AND (?2 IS NULL OR owner = ?2)"
         ))
-        .bind(
-            serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        )
+        .bind(serde_json::to_string(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>()).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .bind(owner.map(|o| o.as_str()))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_job).collect()
+        rows.iter().map(decode_stored).collect()
     }
 
     async fn get_job_by_video(&self, video_id: &VideoId) -> Result<Option<Job>, StoreError> {

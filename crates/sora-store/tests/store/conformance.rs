@@ -931,6 +931,8 @@ pub async fn overdue_and_retention_queries(b: &Backend) {
         .unwrap();
     assert!(page.jobs.iter().any(|j| j.id() == done.id()));
     assert_eq!(page.purged, vec![done.id()]);
+    let stored = s.get_jobs(&[done.id()], None).await.unwrap();
+    assert!(stored[0].files_purged);
 
     let ghost = sora_core::JobId::new();
     assert!(matches!(
@@ -1036,16 +1038,24 @@ pub async fn several_jobs_are_read_in_one_query(b: &Backend) {
     s.insert_job(&a, None).await.unwrap();
     s.insert_job(&c, None).await.unwrap();
     let missing = JobId::from_parts(3, 3);
-    let mut got: Vec<JobId> = s
-        .get_jobs(&[a.id(), c.id(), missing])
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id())
-        .collect();
-    got.sort();
-    assert_eq!(got, vec![a.id(), c.id()]);
-    assert!(s.get_jobs(&[]).await.unwrap().is_empty());
+    let read = |owner: Option<&'static str>| {
+        let ids = [a.id(), c.id(), missing];
+        async move {
+            let owner = owner.map(|o| o.parse::<sora_core::OwnerId>().unwrap());
+            let mut got: Vec<(JobId, bool)> = s
+                .get_jobs(&ids, owner.as_ref())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| (j.job.id(), j.files_purged))
+                .collect();
+            got.sort();
+            got
+        }
+    };
+    assert_eq!(read(None).await, vec![(a.id(), false), (c.id(), false)]);
+    assert_eq!(read(Some("alice")).await, vec![(a.id(), false)]);
+    assert!(s.get_jobs(&[], None).await.unwrap().is_empty());
 }
 
 pub async fn old_webhook_inbox_entries_are_purged(b: &Backend) {
