@@ -132,6 +132,34 @@ pub(crate) fn method_not_allowed(allowed: &str) -> HttpResponse {
     res
 }
 
+/// How long a handler may take before it answers `503 request_timeout`. Downloads and
+/// WebSockets are not limited by it: their handlers answer as soon as the stream is open.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a handler's work with [`REQUEST_TIMEOUT`].
+async fn timed(
+    work: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    timed_with(REQUEST_TIMEOUT, work).await
+}
+
+async fn timed_with(
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!(limit_secs = limit.as_secs(), "a request took too long");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                "The request took too long; try again",
+            ))
+        }
+    }
+}
+
 /// The query string as pairs.
 fn query(req: &HttpRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -239,59 +267,62 @@ pub(crate) async fn generate(
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query(&req);
-    check_render_version(&q)?;
-    let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let request = if content_type.starts_with("multipart/form-data") {
-        read_multipart(&req, payload, state.max_upload_bytes).await?
-    } else if content_type.starts_with("application/json") || content_type.is_empty() {
-        let body = read_body(payload, MAX_JSON_BODY).await?;
-        let body: GenerateBody = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("The body is not valid JSON for this route: {e}"),
-            )
-        })?;
-        CreateRequest {
-            prompt: required_prompt(body.prompt)?,
-            preset: body.preset,
-            model: body.model,
-            size: body.size,
-            seconds: seconds_field(body.seconds)?,
-            remix_of: body.remix_of,
-            metadata: body.metadata.unwrap_or_default(),
-            input_reference: None,
-        }
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send application/json or multipart/form-data",
-        ));
-    };
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::invalid("Idempotency-Key", "Idempotency-Key: must be visible ASCII")
+    timed(async move {
+        let q = query(&req);
+        check_render_version(&q)?;
+        let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let request = if content_type.starts_with("multipart/form-data") {
+            read_multipart(&req, payload, state.max_upload_bytes).await?
+        } else if content_type.starts_with("application/json") || content_type.is_empty() {
+            let body = read_body(payload, MAX_JSON_BODY).await?;
+            let body: GenerateBody = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("The body is not valid JSON for this route: {e}"),
+                )
+            })?;
+            CreateRequest {
+                prompt: required_prompt(body.prompt)?,
+                preset: body.preset,
+                model: body.model,
+                size: body.size,
+                seconds: seconds_field(body.seconds)?,
+                remix_of: body.remix_of,
+                metadata: body.metadata.unwrap_or_default(),
+                input_reference: None,
+            }
+        } else {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send application/json or multipart/form-data",
+            ));
+        };
+        let key = req
+            .headers()
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::invalid("Idempotency-Key", "Idempotency-Key: must be visible ASCII")
+                })
             })
-        })
-        .transpose()?;
-    let created = state.service.create(&owner, request, key).await?;
-    let dto = CreatedDto::new(&created.job, &state.links);
-    let mut res = HttpResponse::Accepted();
-    res.insert_header((header::LOCATION, dto.status_url.clone()));
-    if created.replayed {
-        res.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(res.json(dto))
+            .transpose()?;
+        let created = state.service.create(&owner, request, key).await?;
+        let dto = CreatedDto::new(&created.job, &state.links);
+        let mut res = HttpResponse::Accepted();
+        res.insert_header((header::LOCATION, dto.status_url.clone()));
+        if created.replayed {
+            res.insert_header(("Idempotent-Replayed", "true"));
+        }
+        Ok(res.json(dto))
+    })
+    .await
 }
 
 async fn read_multipart(
@@ -370,9 +401,12 @@ async fn read_multipart(
     responses((status = 200, description = "The job", body = JobDto), (status = 400, description = "Bad jobId", body = crate::openapi::ErrorBody),
         (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody), (status = 404, description = "No such job for this caller", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn status(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    let q = query(&req);
-    check_render_version(&q)?;
-    read_job(&req, job_id_param(&q)?, &state).await
+    timed(async move {
+        let q = query(&req);
+        check_render_version(&q)?;
+        read_job(&req, job_id_param(&q)?, &state).await
+    })
+    .await
 }
 
 /// One of the caller's jobs, as `GET /api/status` and `GET /api/jobs/{jobId}` answer it.
@@ -390,7 +424,7 @@ pub(crate) async fn get_job(
     path: web::Path<String>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    read_job(&req, parse_job_id(&path)?, &state).await
+    timed(async move { read_job(&req, parse_job_id(&path)?, &state).await }).await
 }
 
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", summary = "The caller's jobs, newest first",
@@ -399,44 +433,47 @@ pub(crate) async fn get_job(
     responses((status = 200, description = "A page", body = JobListDto), (status = 400, description = "Bad parameter", body = crate::openapi::ErrorBody),
         (status = 401, description = "No valid credential", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn list_jobs(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    let q = query(&req);
-    let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
-    let status = param(&q, "status")
-        .map(|s| {
-            PublicStatus::from_str(s).map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    "status: one of pending, queued, in_progress, completed, failed, cancelled",
-                )
+    timed(async move {
+        let q = query(&req);
+        let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
+        let status = param(&q, "status")
+            .map(|s| {
+                PublicStatus::from_str(s).map_err(|_| {
+                    ApiError::invalid(
+                        "status",
+                        "status: one of pending, queued, in_progress, completed, failed, cancelled",
+                    )
+                })
             })
-        })
-        .transpose()?;
-    let limit = match param(&q, "limit") {
-        None => 20,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", "limit: a whole number from 1 to 100"))?,
-    };
-    let query = JobQuery {
-        status,
-        limit,
-        cursor: param(&q, "cursor")
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned),
-    };
-    let page = state.service.list(&owner, &query).await?;
-    let mut jobs = Vec::with_capacity(page.jobs.len());
-    for job in page.jobs {
-        let files_deleted = page.purged.contains(&job.id());
-        let view = sora_service::JobView { job, files_deleted };
-        jobs.push(JobDto::new(&view, &state.links));
-    }
-    Ok(HttpResponse::Ok().json(JobListDto {
-        jobs,
-        next_cursor: page.next_cursor,
-    }))
+            .transpose()?;
+        let limit = match param(&q, "limit") {
+            None => 20,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| ApiError::invalid("limit", "limit: a whole number from 1 to 100"))?,
+        };
+        let query = JobQuery {
+            status,
+            limit,
+            cursor: param(&q, "cursor")
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+        };
+        let page = state.service.list(&owner, &query).await?;
+        let mut jobs = Vec::with_capacity(page.jobs.len());
+        for job in page.jobs {
+            let files_deleted = page.purged.contains(&job.id());
+            let view = sora_service::JobView { job, files_deleted };
+            jobs.push(JobDto::new(&view, &state.links));
+        }
+        Ok(HttpResponse::Ok().json(JobListDto {
+            jobs,
+            next_cursor: page.next_cursor,
+        }))
+    })
+    .await
 }
 
 #[utoipa::path(delete, path = "/api/jobs/{jobId}", tag = "jobs",
@@ -449,22 +486,25 @@ pub(crate) async fn delete_job(
     path: web::Path<String>,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_job_id(&path)?;
-    let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
-    let outcome = state.service.cancel(&owner, id).await?;
-    let view = sora_service::JobView {
-        job: outcome.job,
-        files_deleted: outcome.files_deleted,
-    };
-    Ok(HttpResponse::Ok().json(DeletedDto {
-        job: JobDto::new(&view, &state.links),
-        cancelled: outcome.cancelled_now,
-        files_deleted: outcome.files_deleted,
-        upstream: UpstreamDto {
-            outcome: outcome.upstream.as_str(),
-            message: outcome.upstream.message(),
-        },
-    }))
+    timed(async move {
+        let id = parse_job_id(&path)?;
+        let owner = state.auth.authenticate(&req, AuthContext::Api).await?;
+        let outcome = state.service.cancel(&owner, id).await?;
+        let view = sora_service::JobView {
+            job: outcome.job,
+            files_deleted: outcome.files_deleted,
+        };
+        Ok(HttpResponse::Ok().json(DeletedDto {
+            job: JobDto::new(&view, &state.links),
+            cancelled: outcome.cancelled_now,
+            files_deleted: outcome.files_deleted,
+            upstream: UpstreamDto {
+                outcome: outcome.upstream.as_str(),
+                message: outcome.upstream.message(),
+            },
+        }))
+    })
+    .await
 }
 
 /// The development credential, in emulator mode only (a real deployment answers 404).
@@ -504,117 +544,122 @@ pub(crate) async fn presets(state: State) -> HttpResponse {
         (status = 404, description = "No such job or variant", body = crate::openapi::ErrorBody), (status = 409, description = "Not completed", body = crate::openapi::ErrorBody),
         (status = 410, description = "Files deleted", body = crate::openapi::ErrorBody), (status = 416, description = "Range not satisfiable", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn download(req: HttpRequest, state: State) -> Result<HttpResponse, ApiError> {
-    let q = query(&req);
-    check_render_version(&q)?;
-    let id = job_id_param(&q)?;
-    let variant = match param(&q, "variant") {
-        None | Some("") => Variant::Video,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::invalid("variant", "variant: one of video, thumbnail, spritesheet")
-        })?,
-    };
-    // A signed link stands in for the credential (a <video src> cannot send headers).
-    let owner = match param(&q, "signature") {
-        Some(signature) => {
-            let expires = param(&q, "expires")
-                .and_then(|e| e.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "invalid_link",
-                        "The download link has no valid expiry",
+    timed(async move {
+        let q = query(&req);
+        check_render_version(&q)?;
+        let id = job_id_param(&q)?;
+        let variant = match param(&q, "variant") {
+            None | Some("") => Variant::Video,
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::invalid("variant", "variant: one of video, thumbnail, spritesheet")
+            })?,
+        };
+        // A signed link stands in for the credential (a <video src> cannot send headers).
+        let owner = match param(&q, "signature") {
+            Some(signature) => {
+                let expires = param(&q, "expires")
+                    .and_then(|e| e.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "invalid_link",
+                            "The download link has no valid expiry",
+                        )
+                    })?;
+                state
+                    .links
+                    .signer()
+                    .verify(
+                        id,
+                        variant,
+                        expires,
+                        signature,
+                        chrono::Utc::now().timestamp(),
                     )
-                })?;
-            state
-                .links
-                .signer()
-                .verify(
-                    id,
-                    variant,
-                    expires,
-                    signature,
-                    chrono::Utc::now().timestamp(),
-                )
-                .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, "invalid_link", e.to_string()))?;
-            None
-        }
-        None => Some(state.auth.authenticate(&req, AuthContext::Api).await?),
-    };
-    let file = state.service.find_file(owner.as_ref(), id, variant).await?;
-    let etag = file
-        .etag
-        .clone()
-        .map(|e| {
-            if e.starts_with('"') || e.starts_with("W/") {
-                e
-            } else {
-                format!("\"{e}\"")
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::FORBIDDEN, "invalid_link", e.to_string())
+                    })?;
+                None
             }
-        })
-        .unwrap_or_else(|| format!("\"{id}-{variant}-{}\"", file.size));
+            None => Some(state.auth.authenticate(&req, AuthContext::Api).await?),
+        };
+        let file = state.service.find_file(owner.as_ref(), id, variant).await?;
+        let etag = file
+            .etag
+            .clone()
+            .map(|e| {
+                if e.starts_with('"') || e.starts_with("W/") {
+                    e
+                } else {
+                    format!("\"{e}\"")
+                }
+            })
+            .unwrap_or_else(|| format!("\"{id}-{variant}-{}\"", file.size));
 
-    if let Some(inm) = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        && (inm.trim() == "*" || inm.split(',').any(|t| t.trim() == etag))
-    {
-        return Ok(HttpResponse::NotModified()
-            .insert_header((header::ETAG, etag))
-            .finish());
-    }
+        if let Some(inm) = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            && (inm.trim() == "*" || inm.split(',').any(|t| t.trim() == etag))
+        {
+            return Ok(HttpResponse::NotModified()
+                .insert_header((header::ETAG, etag))
+                .finish());
+        }
 
-    let size = file.size;
-    let range = match req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => None,
-        Some(raw) => match header::Range::from_str(raw) {
-            // One range is served as 206; several are served whole (allowed by RFC 9110).
-            Ok(header::Range::Bytes(specs)) if specs.len() == 1 => {
-                match satisfiable(&specs[0], size) {
-                    Some(r) => Some(r),
-                    None => {
-                        return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
-                            .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                            .json(serde_json::json!({"error": {
-                                "code": "range_not_satisfiable",
-                                "message": format!("The file has {size} bytes"),
-                            }})));
+        let size = file.size;
+        let range = match req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+        {
+            None => None,
+            Some(raw) => match header::Range::from_str(raw) {
+                // One range is served as 206; several are served whole (allowed by RFC 9110).
+                Ok(header::Range::Bytes(specs)) if specs.len() == 1 => {
+                    match satisfiable(&specs[0], size) {
+                        Some(r) => Some(r),
+                        None => {
+                            return Ok(HttpResponse::build(StatusCode::RANGE_NOT_SATISFIABLE)
+                                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                                .json(serde_json::json!({"error": {
+                                    "code": "range_not_satisfiable",
+                                    "message": format!("The file has {size} bytes"),
+                                }})));
+                        }
                     }
                 }
-            }
-            _ => None,
-        },
-    };
-    let read = state.service.open_file(id, &file, range.clone()).await?;
-    let len = read.range.end - read.range.start;
-    let disposition = format!(
-        "inline; filename=\"{id}-{variant}.{}\"",
-        variant.extension()
-    );
-    let mut res = if range.is_some() {
-        let mut b = HttpResponse::PartialContent();
-        b.insert_header((
-            header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{size}",
-                read.range.start,
-                read.range.end.saturating_sub(1)
-            ),
-        ));
-        b
-    } else {
-        HttpResponse::Ok()
-    };
-    res.insert_header((header::CONTENT_TYPE, file.content_type.clone()))
-        .insert_header((header::ETAG, etag))
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::CONTENT_DISPOSITION, disposition))
-        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"));
-    Ok(res.body(SizedStream::new(len, read.stream)))
+                _ => None,
+            },
+        };
+        let read = state.service.open_file(id, &file, range.clone()).await?;
+        let len = read.range.end - read.range.start;
+        let disposition = format!(
+            "inline; filename=\"{id}-{variant}.{}\"",
+            variant.extension()
+        );
+        let mut res = if range.is_some() {
+            let mut b = HttpResponse::PartialContent();
+            b.insert_header((
+                header::CONTENT_RANGE,
+                format!(
+                    "bytes {}-{}/{size}",
+                    read.range.start,
+                    read.range.end.saturating_sub(1)
+                ),
+            ));
+            b
+        } else {
+            HttpResponse::Ok()
+        };
+        res.insert_header((header::CONTENT_TYPE, file.content_type.clone()))
+            .insert_header((header::ETAG, etag))
+            .insert_header((header::ACCEPT_RANGES, "bytes"))
+            .insert_header((header::CONTENT_DISPOSITION, disposition))
+            .insert_header((header::CACHE_CONTROL, "private, max-age=3600"));
+        Ok(res.body(SizedStream::new(len, read.stream)))
+    })
+    .await
 }
 
 fn satisfiable(spec: &ByteRangeSpec, size: u64) -> Option<std::ops::Range<u64>> {
@@ -632,48 +677,53 @@ pub(crate) async fn webhook(
     payload: web::Payload,
     state: State,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(verifier) = &state.webhooks else {
-        state.metrics.webhook("disabled");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "webhooks_disabled",
-            "No webhook secret is configured (OPENAI_WEBHOOK_SECRET); jobs finish by polling",
-        ));
-    };
-    let body = read_body(payload, MAX_WEBHOOK_BODY).await?;
-    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let headers = WebhookHeaders {
-        id: h("webhook-id"),
-        timestamp: h("webhook-timestamp"),
-        signature: h("webhook-signature"),
-    };
-    let verified = match verifier.verify(&headers, &body, SystemTime::now()) {
-        Ok(v) => v,
-        Err(e) => {
-            state.metrics.webhook("rejected");
-            return Err(match e {
-                VerifyError::MissingHeader(_) | VerifyError::InvalidTimestamp => {
-                    ApiError::bad_request("invalid_webhook", e.to_string())
-                }
-                _ => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()),
-            });
+    timed(async move {
+        let Some(verifier) = &state.webhooks else {
+            state.metrics.webhook("disabled");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhooks_disabled",
+                "No webhook secret is configured (OPENAI_WEBHOOK_SECRET); jobs finish by polling",
+            ));
+        };
+        let body = read_body(payload, MAX_WEBHOOK_BODY).await?;
+        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let headers = WebhookHeaders {
+            id: h("webhook-id"),
+            timestamp: h("webhook-timestamp"),
+            signature: h("webhook-signature"),
+        };
+        let verified = match verifier.verify(&headers, &body, SystemTime::now()) {
+            Ok(v) => v,
+            Err(e) => {
+                state.metrics.webhook("rejected");
+                return Err(match e {
+                    VerifyError::MissingHeader(_) | VerifyError::InvalidTimestamp => {
+                        ApiError::bad_request("invalid_webhook", e.to_string())
+                    }
+                    _ => {
+                        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
+                    }
+                });
+            }
+        };
+        match state.service.accept_webhook(&verified.id, &body).await {
+            Ok(outcome) => {
+                state.metrics.webhook(match outcome {
+                    WebhookOutcome::Recorded { .. } => "recorded",
+                    WebhookOutcome::Duplicate => "duplicate",
+                    WebhookOutcome::Ignored { .. } => "ignored",
+                });
+                Ok(HttpResponse::Ok().json(serde_json::json!({"received": true})))
+            }
+            Err(ServiceError::Invalid { message, .. }) => {
+                state.metrics.webhook("rejected");
+                Err(ApiError::bad_request("invalid_webhook", message))
+            }
+            Err(e) => Err(e.into()),
         }
-    };
-    match state.service.accept_webhook(&verified.id, &body).await {
-        Ok(outcome) => {
-            state.metrics.webhook(match outcome {
-                WebhookOutcome::Recorded { .. } => "recorded",
-                WebhookOutcome::Duplicate => "duplicate",
-                WebhookOutcome::Ignored { .. } => "ignored",
-            });
-            Ok(HttpResponse::Ok().json(serde_json::json!({"received": true})))
-        }
-        Err(ServiceError::Invalid { message, .. }) => {
-            state.metrics.webhook("rejected");
-            Err(ApiError::bad_request("invalid_webhook", message))
-        }
-        Err(e) => Err(e.into()),
-    }
+    })
+    .await
 }
 
 /// Whether a browser page from `origin` may open a WebSocket: our own origin, or one listed in
@@ -774,4 +824,26 @@ pub(crate) async fn metrics(state: State) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_that_takes_too_long_answers_503_request_timeout() {
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(HttpResponse::Ok().finish())
+        };
+        let err = timed_with(Duration::from_millis(20), slow)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code(), "request_timeout");
+        let fast = async { Ok(HttpResponse::Ok().finish()) };
+        assert!(timed_with(Duration::from_millis(20), fast).await.is_ok());
+    }
 }
