@@ -35,6 +35,14 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migratio
 /// The channel the `jobs` triggers notify, with payload `job_id:version`.
 pub const CHANGE_CHANNEL: &str = "sora_job_changes";
 
+/// The ids as text, each once (a job asked for twice is answered once).
+fn distinct_ids(ids: &[JobId]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// The job columns, as every job query selects them (JSON read back as text).
 macro_rules! job_cols {
     () => {
@@ -297,13 +305,17 @@ impl JobStore for PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One primary-key lookup per id, whatever the planner's statistics say: the `LIMIT 1`
+        // keeps the lateral subquery from being flattened into a join, which the planner turns
+        // into a sequential scan of the whole table for a few hundred ids when its row estimate
+        // is stale (measured: 999 ids took 45-65 ms that way, 2-3 ms this way).
         let rows = sqlx::query(concat!(
-            "SELECT ",
+            "SELECT j.* FROM unnest($1::text[]) AS wanted(id) CROSS JOIN LATERAL (SELECT ",
             job_cols!(),
             ", (CASE WHEN purged_at IS NULL THEN 0 ELSE 1 END)::int8 AS files_purged",
-            " FROM jobs WHERE id = ANY($1) AND ($2::text IS NULL OR owner = $2)"
+            " FROM jobs WHERE jobs.id = wanted.id AND ($2::text IS NULL OR owner = $2) LIMIT 1) j"
         ))
-        .bind(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+        .bind(distinct_ids(ids))
         .bind(owner.map(|o| o.as_str()))
         .fetch_all(&self.pool)
         .await?;

@@ -1039,7 +1039,8 @@ pub async fn several_jobs_are_read_in_one_query(b: &Backend) {
     s.insert_job(&c, None).await.unwrap();
     let missing = JobId::from_parts(3, 3);
     let read = |owner: Option<&'static str>| {
-        let ids = [a.id(), c.id(), missing];
+        // Asked twice, answered once.
+        let ids = [a.id(), c.id(), missing, a.id()];
         async move {
             let owner = owner.map(|o| o.parse::<sora_core::OwnerId>().unwrap());
             let mut got: Vec<(JobId, bool)> = s
