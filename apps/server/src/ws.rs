@@ -2,10 +2,11 @@
 //!
 //! One hub task owns every subscription and receives commands over a channel. It listens to the
 //! job-event bus (the store's change notices, which cross instances on PostgreSQL); for a job
-//! that has subscribers here it reads the job once, renders one message, and hands the same
-//! bytes to every subscriber. Each connection has a bounded outbox: a client too slow to keep up
-//! is closed with a reason rather than slowing anyone else (it reconnects and gets a snapshot,
-//! so nothing is lost).
+//! that has subscribers here it reads the job once, renders one message, and puts the same
+//! bytes straight into every subscriber's socket queue (actix-ws' bounded session channel; the
+//! hub never waits on it). A client too slow to keep up fills its queue and is closed with a
+//! reason rather than slowing anyone else (it reconnects and gets a snapshot, so nothing is
+//! lost).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use bytestring::ByteString;
+use futures::FutureExt;
 use serde::Deserialize;
 use sora_core::{JobId, OwnerId};
 use sora_service::{ServiceError, VideoService};
@@ -29,8 +31,9 @@ use crate::metrics::Metrics;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// A client that has answered nothing for this long is dropped.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
-/// How many messages may wait for one slow client before it is closed.
-pub const OUTBOX_CAPACITY: usize = 64;
+/// How many messages may wait for one slow client before it is closed: the capacity of
+/// actix-ws' session channel, which is the connection's outbox.
+pub const OUTBOX_CAPACITY: usize = 32;
 /// The most jobs one connection may watch.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// The most changed jobs read in one query.
@@ -40,11 +43,37 @@ const MAX_FRAME: usize = 16 * 1024;
 
 type ConnId = u64;
 
+/// What became of a frame offered to a connection.
+enum Offer {
+    Queued,
+    /// The connection's queue is full: the client is too slow.
+    Full,
+    /// The connection has closed.
+    Closed,
+}
+
+/// Where the hub puts a connection's frames, without ever waiting.
+trait Outbox: Send + 'static {
+    fn offer(&mut self, text: ByteString) -> Offer;
+}
+
+impl Outbox for actix_ws::Session {
+    fn offer(&mut self, text: ByteString) -> Offer {
+        // The session is a bounded channel to the socket's writer: sending completes at once
+        // unless the channel is full, and dropping the pending send loses nothing we keep.
+        match self.text(text).now_or_never() {
+            Some(Ok(())) => Offer::Queued,
+            Some(Err(_)) => Offer::Closed,
+            None => Offer::Full,
+        }
+    }
+}
+
 enum Command {
     Connect {
         conn: ConnId,
         owner: OwnerId,
-        outbox: mpsc::Sender<ByteString>,
+        outbox: Box<dyn Outbox>,
         kill: CancellationToken,
     },
     Subscribe {
@@ -82,7 +111,7 @@ impl std::fmt::Debug for Hub {
 
 struct Conn {
     owner: OwnerId,
-    outbox: mpsc::Sender<ByteString>,
+    outbox: Box<dyn Outbox>,
     kill: CancellationToken,
     jobs: HashSet<JobId>,
 }
@@ -225,14 +254,16 @@ impl HubState {
                 };
                 self.delivered.insert(job, version);
                 let mut slow = Vec::new();
+                let mut closed = Vec::new();
                 let mut sent = 0;
                 for conn in conns {
                     // Subscriptions are registered before the ownership check answers, so
                     // the hub checks again: only the job's owner ever receives it.
-                    if let Some(c) = self.conns.get(conn).filter(|c| c.owner == owner) {
-                        match c.outbox.try_send(text.clone()) {
-                            Ok(()) => sent += 1,
-                            Err(_) => slow.push(*conn),
+                    if let Some(c) = self.conns.get_mut(conn).filter(|c| c.owner == owner) {
+                        match c.outbox.offer(text.clone()) {
+                            Offer::Queued => sent += 1,
+                            Offer::Full => slow.push(*conn),
+                            Offer::Closed => closed.push(*conn),
                         }
                     }
                 }
@@ -241,6 +272,9 @@ impl HubState {
                     if let Some(c) = self.conns.get(&conn) {
                         c.kill.cancel();
                     }
+                    self.disconnect(conn);
+                }
+                for conn in closed {
                     self.disconnect(conn);
                 }
             }
@@ -396,12 +430,11 @@ impl Connection {
         initial: Vec<JobId>,
     ) {
         let conn = self.hub.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (outbox, mut inbox) = mpsc::channel(OUTBOX_CAPACITY);
         let kill = CancellationToken::new();
         self.hub.send(Command::Connect {
             conn,
             owner: self.owner.clone(),
-            outbox,
+            outbox: Box::new(session.clone()),
             kill: kill.clone(),
         });
         self.metrics.ws_connected(1);
@@ -432,11 +465,6 @@ impl Connection {
                         description: Some("client too slow; reconnect to get the current state".into()),
                     }),
                     _ = self.shutdown.cancelled() => break Some(shutting_down()),
-                    out = inbox.recv() => match out {
-                        Some(text) => if session.text(text).await.is_err() { break None },
-                        // The hub drops outboxes only when it stops, that is at shutdown.
-                        None => break Some(shutting_down()),
-                    },
                     msg = stream.recv() => {
                         last_seen = Instant::now();
                         match msg {
@@ -575,6 +603,16 @@ mod tests {
 
     use super::*;
 
+    impl Outbox for mpsc::Sender<ByteString> {
+        fn offer(&mut self, text: ByteString) -> Offer {
+            match self.try_send(text) {
+                Ok(()) => Offer::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => Offer::Full,
+                Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            }
+        }
+    }
+
     async fn hub() -> Hub {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
         let blobs = Arc::new(BlobStore::from_url("memory://").unwrap());
@@ -624,7 +662,7 @@ mod tests {
             hub.send(Command::Connect {
                 conn,
                 owner: owner("alice"),
-                outbox,
+                outbox: Box::new(outbox),
                 kill,
             });
             hub.send(Command::Subscribe { conn, job });
@@ -646,6 +684,37 @@ mod tests {
         assert!(!fast_kill.is_cancelled());
     }
 
+    /// The real outbox: actix-ws' session channel, offered to without waiting.
+    #[actix_web::test]
+    async fn a_session_outbox_queues_until_full_then_says_so_and_notices_a_close() {
+        let req = actix_web::test::TestRequest::get()
+            .insert_header(("upgrade", "websocket"))
+            .insert_header(("connection", "upgrade"))
+            .insert_header(("sec-websocket-version", "13"))
+            .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
+            .to_http_parts();
+        let (req, mut payload) = req;
+        let payload = <web::Payload as actix_web::FromRequest>::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        let (response, session, _stream) = actix_ws::handle(&req, payload).unwrap();
+        let mut outbox: Box<dyn Outbox> = Box::new(session);
+        // Nobody writes the socket, so the channel fills and stays full.
+        for i in 0..OUTBOX_CAPACITY {
+            assert!(
+                matches!(
+                    outbox.offer(ByteString::from(format!("m{i}"))),
+                    Offer::Queued
+                ),
+                "message {i} fits"
+            );
+        }
+        assert!(matches!(outbox.offer("one too many".into()), Offer::Full));
+        // The response body is the channel's receiver: once it is gone, the socket is closed.
+        drop(response);
+        assert!(matches!(outbox.offer("late".into()), Offer::Closed));
+    }
+
     #[tokio::test]
     async fn stale_versions_and_other_owners_jobs_are_not_delivered() {
         let hub = hub().await;
@@ -654,7 +723,7 @@ mod tests {
         hub.send(Command::Connect {
             conn: 1,
             owner: owner("bob"),
-            outbox: tx,
+            outbox: Box::new(tx),
             kill: CancellationToken::new(),
         });
         hub.send(Command::Subscribe { conn: 1, job });
