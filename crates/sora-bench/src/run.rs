@@ -630,26 +630,31 @@ impl Ctx {
         Ok(ids)
     }
 
-    /// Commits one change (version + 1) to each job, in one statement; answers the new
-    /// version (the same for all: they were created together and nothing else writes them).
-    async fn bump(&self, ids: &[String], progress: i64) -> anyhow::Result<u64> {
+    /// Commits one change (version + 1) to each job, in one transaction; answers the new
+    /// version (the same for all: they were created together and nothing else writes them)
+    /// and the instant just before the `COMMIT` was sent: the changes become visible, and
+    /// their notices are sent, at the commit.
+    async fn bump(&self, ids: &[String], progress: i64) -> anyhow::Result<(u64, Instant)> {
+        let mut tx = self.pool.begin().await?;
         let versions: Vec<(i64,)> = sqlx::query_as(
             "UPDATE jobs SET version = version + 1, progress = $2, updated_at = now() \
              WHERE id = ANY($1) RETURNING version",
         )
         .bind(ids)
         .bind(progress)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let first = versions.first().map(|v| v.0).context("no job updated")?;
         if versions.len() != ids.len() || versions.iter().any(|v| v.0 != first) {
             bail!("the jobs' versions diverged");
         }
-        Ok(first as u64)
+        let t0 = Instant::now();
+        tx.commit().await?;
+        Ok((first as u64, t0))
     }
 
     /// Opens `clients` subscribers (one job, or one job each) on a server at `base`, then
-    /// commits `rounds` changes and times each frame's arrival from just before the commit.
+    /// commits `rounds` changes and times each frame's arrival from just before the `COMMIT`.
     async fn server_fanout(
         &self,
         base: &str,
@@ -689,8 +694,7 @@ impl Ctx {
         let mut missed = 0;
         for round in 0..self.p.rounds {
             fleet.drain();
-            let t0 = Instant::now();
-            let version = self.bump(&ids, (round as i64 + 1).min(99)).await?;
+            let (version, t0) = self.bump(&ids, (round as i64 + 1).min(99)).await?;
             let got = fleet
                 .collect(
                     version,

@@ -218,21 +218,31 @@ impl BlobStore {
     /// `RangeNotSatisfiable`. `NotFound` if there is no such file.
     pub async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobRead, StoreError> {
         let path = path(key)?;
-        let range = match range {
-            None => None,
-            Some(r) => {
-                let meta = self.head(key).await?.ok_or(StoreError::NotFound)?;
-                if r.start >= r.end || r.start >= meta.size {
-                    return Err(StoreError::RangeNotSatisfiable { size: meta.size });
-                }
-                Some(r.start..r.end.min(meta.size))
-            }
-        };
+        if let Some(r) = &range
+            && r.start >= r.end
+        {
+            let size = self.head(key).await?.ok_or(StoreError::NotFound)?.size;
+            return Err(StoreError::RangeNotSatisfiable { size });
+        }
         let opts = GetOptions {
             range: range.clone().map(GetRange::Bounded),
             ..Default::default()
         };
-        let result = self.store.get_opts(&path, opts).await?;
+        // One request on the happy path (a video player's range reads are many and small); the
+        // size is asked for only to tell why a ranged read failed.
+        let result = match self.store.get_opts(&path, opts).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Err(StoreError::NotFound),
+            Err(e) => {
+                if let Some(r) = &range {
+                    let size = self.head(key).await?.ok_or(StoreError::NotFound)?.size;
+                    if r.start >= size {
+                        return Err(StoreError::RangeNotSatisfiable { size });
+                    }
+                }
+                return Err(StoreError::Blob(e));
+            }
+        };
         let meta = BlobMeta {
             size: result.meta.size,
             etag: result.meta.e_tag.clone(),

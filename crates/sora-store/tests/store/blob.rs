@@ -58,6 +58,11 @@ async fn basic_behaviour(store: &BlobStore) {
         );
     }
 
+    for range in [None, Some(0..1)] {
+        let err = store.get("jobs/j1/missing.mp4", range).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
+
     // A stream that fails stores nothing.
     let failing = stream::iter(vec![
         Ok(Bytes::from_static(b"abc")),
