@@ -61,7 +61,10 @@ impl Outbox for actix_ws::Session {
     fn offer(&mut self, text: ByteString) -> Offer {
         // The session is a bounded channel to the socket's writer: sending completes at once
         // unless the channel is full, and dropping the pending send loses nothing we keep.
-        match self.text(text).now_or_never() {
+        // `unconstrained`: the hub offers one frame to thousands of sockets in one go, and
+        // tokio's cooperative budget would otherwise make every send after the 128th of a poll
+        // look like a full queue.
+        match tokio::task::unconstrained(self.text(text)).now_or_never() {
             Some(Ok(())) => Offer::Queued,
             Some(Err(_)) => Offer::Closed,
             None => Offer::Full,
@@ -684,20 +687,27 @@ mod tests {
         assert!(!fast_kill.is_cancelled());
     }
 
-    /// The real outbox: actix-ws' session channel, offered to without waiting.
-    #[actix_web::test]
-    async fn a_session_outbox_queues_until_full_then_says_so_and_notices_a_close() {
-        let req = actix_web::test::TestRequest::get()
+    /// An upgraded session whose socket nobody writes: the response (its body is the
+    /// session channel's receiver) and the session.
+    fn session() -> (HttpResponse, actix_ws::Session) {
+        let (req, mut payload) = actix_web::test::TestRequest::get()
             .insert_header(("upgrade", "websocket"))
             .insert_header(("connection", "upgrade"))
             .insert_header(("sec-websocket-version", "13"))
             .insert_header(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="))
             .to_http_parts();
-        let (req, mut payload) = req;
         let payload = <web::Payload as actix_web::FromRequest>::from_request(&req, &mut payload)
-            .await
+            .now_or_never()
+            .expect("the payload is there at once")
             .unwrap();
         let (response, session, _stream) = actix_ws::handle(&req, payload).unwrap();
+        (response, session)
+    }
+
+    /// The real outbox: actix-ws' session channel, offered to without waiting.
+    #[actix_web::test]
+    async fn a_session_outbox_queues_until_full_then_says_so_and_notices_a_close() {
+        let (response, session) = session();
         let mut outbox: Box<dyn Outbox> = Box::new(session);
         // Nobody writes the socket, so the channel fills and stays full.
         for i in 0..OUTBOX_CAPACITY {
@@ -713,6 +723,25 @@ mod tests {
         // The response body is the channel's receiver: once it is gone, the socket is closed.
         drop(response);
         assert!(matches!(outbox.offer("late".into()), Offer::Closed));
+    }
+
+    /// One frame to many sockets in one poll of the hub: every one is queued, however many
+    /// (tokio's cooperative budget must not make the later ones look full).
+    #[actix_web::test]
+    async fn one_frame_is_queued_for_every_one_of_many_sessions_in_one_go() {
+        let mut kept = Vec::new();
+        let mut outboxes: Vec<Box<dyn Outbox>> = Vec::new();
+        for _ in 0..1000 {
+            let (response, session) = session();
+            kept.push(response);
+            outboxes.push(Box::new(session));
+        }
+        let queued = outboxes
+            .iter_mut()
+            .map(|o| o.offer("frame".into()))
+            .filter(|offer| matches!(offer, Offer::Queued))
+            .count();
+        assert_eq!(queued, 1000);
     }
 
     #[tokio::test]
