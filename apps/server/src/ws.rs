@@ -445,9 +445,10 @@ impl Connection {
 
         let mut close_reason = None;
         for job in initial {
-            if let Err(reason) = self
-                .subscribe(conn, job, &mut subscribed, &mut session)
-                .await
+            // Boxed here and below: a client's messages are rare, and a future awaited inline
+            // would make every idle connection's task as large as its largest step.
+            if let Err(reason) =
+                Box::pin(self.subscribe(conn, job, &mut subscribed, &mut session)).await
             {
                 close_reason = reason;
                 break;
@@ -472,7 +473,7 @@ impl Connection {
                         last_seen = Instant::now();
                         match msg {
                             Some(Ok(AggregatedMessage::Text(text))) => {
-                                if let Err(reason) = self.on_text(conn, &text, &mut subscribed, &mut session).await {
+                                if let Err(reason) = Box::pin(self.on_text(conn, &text, &mut subscribed, &mut session)).await {
                                     break reason;
                                 }
                             }

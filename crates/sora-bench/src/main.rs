@@ -58,6 +58,9 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         bind: String,
+        /// `tungstenite` (the bare server) or `actix` (the same on actix-web + actix-ws).
+        #[arg(long, default_value = "tungstenite")]
+        stack: String,
     },
 }
 
@@ -72,7 +75,19 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::WsBaseline { bind } => {
+        Command::WsBaseline { bind, stack } if stack == "actix" => {
+            let listener = std::net::TcpListener::bind(&bind)
+                .with_context(|| format!("cannot listen on {bind}"))?;
+            println!("listening on {} (actix-ws)", listener.local_addr()?);
+            // actix runs its own runtimes: off this one's worker threads.
+            tokio::task::spawn_blocking(move || ws::serve_actix_baseline(listener)).await??;
+            Ok(())
+        }
+        Command::WsBaseline { bind, stack } => {
+            anyhow::ensure!(
+                stack == "tungstenite",
+                "unknown stack `{stack}`; tungstenite or actix"
+            );
             let listener = tokio::net::TcpListener::bind(&bind)
                 .await
                 .with_context(|| format!("cannot listen on {bind}"))?;

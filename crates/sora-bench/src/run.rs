@@ -717,15 +717,20 @@ impl Ctx {
     }
 
     /// The same shape against the bare WebSocket server.
-    async fn bare_fanout(&self, clients: usize) -> anyhow::Result<(FanoutOutcome, Option<f64>)> {
+    /// `stack`: `tungstenite` (the bare server) or `actix` (the same relay on actix-ws).
+    async fn bare_fanout(
+        &self,
+        clients: usize,
+        stack: &str,
+    ) -> anyhow::Result<(FanoutOutcome, Option<f64>)> {
         let port = procs::free_port()?;
         let bind = format!("127.0.0.1:{port}");
         let mut proc = Proc::spawn(
             "ws-baseline",
             &self.opts.bench_bin,
-            &["ws-baseline", "--bind", &bind],
+            &["ws-baseline", "--bind", &bind, "--stack", stack],
             &HashMap::new(),
-            &self.opts.out_dir.join("ws-baseline.log"),
+            &self.opts.out_dir.join(format!("ws-baseline-{stack}.log")),
         )?;
         let t = Instant::now();
         loop {
@@ -884,7 +889,7 @@ impl Ctx {
         let small = self.p.fanout_small;
         let large = self.p.fanout_large;
 
-        let (bare_small, bare_small_peak) = self.bare_fanout(small).await?;
+        let (bare_small, bare_small_peak) = self.bare_fanout(small, "tungstenite").await?;
         let base = self.base.clone();
         let sampler = RssSampler::start(self.server_pid(), Duration::from_millis(20));
         let one = self.server_fanout(&base, small, false, None).await?;
@@ -933,7 +938,9 @@ impl Ctx {
         let _ = &mut fresh;
         fresh.stop(Duration::from_secs(5)).await;
         let big = big?;
-        let (bare_big, bare_big_peak) = self.bare_fanout(large).await?;
+        let (bare_big, bare_big_peak) = self.bare_fanout(large, "tungstenite").await?;
+        // The same relay on actix-ws: the floor of the server's own WebSocket stack.
+        let (actix_big, actix_big_peak) = self.bare_fanout(large, "actix").await?;
 
         let mut row = self.fanout_row(
             &format!("fan-out {large} clients × 1 job"),
@@ -953,6 +960,15 @@ impl Ctx {
         );
         b.peak_rss_mib = bare_big_peak;
         self.rows.push(b);
+        let mut b = self.fanout_row(
+            &format!("fan-out {large} clients"),
+            "bare actix-ws broadcast",
+            &actix_big,
+            None,
+            None,
+        );
+        b.peak_rss_mib = actix_big_peak;
+        self.rows.push(b);
         let r = self.ramp_row("sora-server", &big.ramp, true, Some(&bare_big.ramp));
         self.rows.push(r);
         let r = self.ramp_row("bare ws", &bare_big.ramp, false, None);
@@ -960,6 +976,8 @@ impl Ctx {
         let r = self.idle_row("sora-server", &big, true);
         self.rows.push(r);
         let r = self.idle_row("bare ws", &bare_big, false);
+        self.rows.push(r);
+        let r = self.idle_row("bare actix-ws", &actix_big, false);
         self.rows.push(r);
         Ok(())
     }

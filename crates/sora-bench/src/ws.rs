@@ -269,6 +269,58 @@ pub async fn serve_baseline(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
+/// The same bare broadcast on sora-server's own WebSocket stack (actix-web + actix-ws, as many
+/// workers as actix starts by default): what the stack costs, apart from anything sora-server
+/// adds (authentication, the database, the hub). Runs until the server stops.
+pub fn serve_actix_baseline(listener: std::net::TcpListener) -> std::io::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let (tx, _) = broadcast::channel::<String>(1024);
+        actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(actix_web::web::Data::new(tx.clone()))
+                .route("/", actix_web::web::get().to(actix_relay))
+        })
+        .listen(listener)?
+        .run()
+        .await
+    })
+}
+
+async fn actix_relay(
+    req: actix_web::HttpRequest,
+    body: actix_web::web::Payload,
+    tx: actix_web::web::Data<broadcast::Sender<String>>,
+) -> Result<actix_web::HttpResponse, actix_web::Error> {
+    let (response, mut session, mut stream) = actix_ws::handle(&req, body)?;
+    let tx = tx.get_ref().clone();
+    let mut rx = tx.subscribe();
+    actix_web::rt::spawn(async move {
+        if session.text(r#"{"type":"hello"}"#).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                msg = stream.recv() => match msg {
+                    Some(Ok(actix_ws::Message::Text(t))) => {
+                        if t.starts_with(r#"{"type":"progress""#) {
+                            let _ = tx.send(t.to_string());
+                        }
+                    }
+                    Some(Ok(actix_ws::Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                out = rx.recv() => match out {
+                    Ok(text) => if session.text(text).await.is_err() { break },
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        let _ = session.close(None).await;
+    });
+    Ok(response)
+}
+
 /// A client of the baseline server that sends the frames to relay.
 #[derive(Debug)]
 pub struct Trigger {
@@ -357,6 +409,19 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}", listener.local_addr().unwrap());
         tokio::spawn(serve_baseline(listener));
+        relays_to_20(&url).await;
+    }
+
+    #[tokio::test]
+    async fn the_actix_baseline_relays_every_frame_to_every_client() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        std::thread::spawn(move || serve_actix_baseline(listener));
+        relays_to_20(&url).await;
+    }
+
+    async fn relays_to_20(url: &str) {
+        let url = url.to_owned();
         let (mut fleet, ramp) = Fleet::open(vec![url.clone(); 20], 4).await;
         assert_eq!(ramp.connected, 20, "{:?}", ramp.first_error);
         let mut trigger = Trigger::connect(&url).await.unwrap();
