@@ -1,6 +1,7 @@
-//! The read side of a download in isolation: how fast the store's stream of a local file
-//! yields bytes (object_store's `LocalFileSystem`, what `BlobStore` uses for `file://`) next to
-//! a plain read of the same file in large chunks. Used to explain the download scenario.
+//! The read side of a download in isolation: how fast a stream of a local file yields bytes
+//! through object_store's `LocalFileSystem` as it comes (8 KiB chunks), through the
+//! `ChunkedStore` of 256 KiB that `BlobStore` wraps it in for `file://`, and by plain reads of
+//! the same file in 1 MiB chunks. Used to explain the download scenario.
 
 use std::io::Read;
 use std::path::Path;
@@ -8,16 +9,21 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use object_store::ObjectStore;
+use object_store::chunked::ChunkedStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 
 /// The throughput of each way of reading a file, MB/s (10^6 bytes per second).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Probe {
-    /// `LocalFileSystem::get(...).into_stream()`, as the server reads.
+    /// `LocalFileSystem::get(...).into_stream()`, as object_store streams a local file.
     pub object_store_mb_s: f64,
     /// Average size of the chunks that stream yields, bytes.
     pub object_store_chunk: u64,
+    /// The same through `ChunkedStore` with 256 KiB chunks: what `BlobStore::get` streams.
+    pub blob_store_mb_s: f64,
+    /// Average size of the chunks that stream yields, bytes.
+    pub blob_store_chunk: u64,
     /// `std::fs::File::read` in 1 MiB chunks, each on the blocking pool.
     pub chunked_1mib_mb_s: f64,
 }
@@ -32,24 +38,12 @@ pub async fn probe(file: &Path, rounds: u32) -> anyhow::Result<Probe> {
         .ok_or_else(|| anyhow::anyhow!("the path has no file name"))?
         .to_string_lossy()
         .into_owned();
-    let store = LocalFileSystem::new_with_prefix(dir)?;
+    let store = std::sync::Arc::new(LocalFileSystem::new_with_prefix(dir)?);
     let path = ObjectPath::from(name.as_str());
-
-    let t = Instant::now();
-    let mut bytes = 0u64;
-    let mut chunks = 0u64;
-    for _ in 0..rounds {
-        let mut s = store
-            .get_opts(&path, object_store::GetOptions::default())
-            .await?
-            .into_stream();
-        while let Some(c) = s.next().await {
-            bytes += c?.len() as u64;
-            chunks += 1;
-        }
-    }
-    let object_store_mb_s = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
-    let object_store_chunk = bytes / chunks.max(1);
+    let (object_store_mb_s, object_store_chunk) = stream_rate(&*store, &path, rounds).await?;
+    // The chunk size `sora_store::BlobStore` uses for local files.
+    let chunked = ChunkedStore::new(store, 256 * 1024);
+    let (blob_store_mb_s, blob_store_chunk) = stream_rate(&chunked, &path, rounds).await?;
 
     let t = Instant::now();
     let mut bytes2 = 0u64;
@@ -74,8 +68,35 @@ pub async fn probe(file: &Path, rounds: u32) -> anyhow::Result<Probe> {
     Ok(Probe {
         object_store_mb_s,
         object_store_chunk,
+        blob_store_mb_s,
+        blob_store_chunk,
         chunked_1mib_mb_s,
     })
+}
+
+/// Streams the file whole `rounds` times: MB/s and the average chunk size.
+async fn stream_rate(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    rounds: u32,
+) -> anyhow::Result<(f64, u64)> {
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    let mut chunks = 0u64;
+    for _ in 0..rounds {
+        let mut s = store
+            .get_opts(path, object_store::GetOptions::default())
+            .await?
+            .into_stream();
+        while let Some(c) = s.next().await {
+            bytes += c?.len() as u64;
+            chunks += 1;
+        }
+    }
+    Ok((
+        bytes as f64 / 1e6 / t.elapsed().as_secs_f64(),
+        bytes / chunks.max(1),
+    ))
 }
 
 #[cfg(test)]
@@ -93,5 +114,10 @@ mod tests {
             "{p:?}"
         );
         assert!(p.object_store_chunk > 0, "{p:?}");
+        assert!(p.blob_store_mb_s > 0.0, "{p:?}");
+        assert!(
+            p.blob_store_chunk > p.object_store_chunk,
+            "the chunked store reads larger chunks: {p:?}"
+        );
     }
 }

@@ -53,6 +53,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         rounds: u32,
     },
+    /// Serve the files of a directory with actix-files (the download scenario's second
+    /// baseline: the best the server's HTTP stack does for a file).
+    FileBaseline {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+        /// The directory to serve at `/`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Serve the bare WebSocket broadcast baseline.
     WsBaseline {
         /// The address to listen on.
@@ -70,9 +80,20 @@ async fn main() -> anyhow::Result<()> {
         Command::BlobProbe { file, rounds } => {
             let p = sora_bench::blob_probe::probe(&file, rounds).await?;
             println!(
-                "object_store stream: {:.0} MB/s in chunks of {} bytes; 1 MiB chunked reads: {:.0} MB/s",
-                p.object_store_mb_s, p.object_store_chunk, p.chunked_1mib_mb_s
+                "object_store stream: {:.0} MB/s in chunks of {} bytes; BlobStore (ChunkedStore) stream: {:.0} MB/s in chunks of {} bytes; 1 MiB reads: {:.0} MB/s",
+                p.object_store_mb_s,
+                p.object_store_chunk,
+                p.blob_store_mb_s,
+                p.blob_store_chunk,
+                p.chunked_1mib_mb_s
             );
+            Ok(())
+        }
+        Command::FileBaseline { bind, dir } => {
+            let listener = std::net::TcpListener::bind(&bind)
+                .with_context(|| format!("cannot listen on {bind}"))?;
+            println!("listening on {} (actix-files)", listener.local_addr()?);
+            tokio::task::spawn_blocking(move || sora_bench::files::serve(listener, dir)).await??;
             Ok(())
         }
         Command::WsBaseline { bind, stack } if stack == "actix" => {

@@ -1031,6 +1031,9 @@ impl Ctx {
             }
         };
 
+        // The server's own HTTP stack serving the same file with nothing else in the way.
+        let (files_proc, files_url) = self.start_file_baseline(&www).await?;
+
         for (label, clients, range) in [
             ("download 50 MiB, 1 client", 1usize, false),
             ("download 50 MiB, 16 clients", 16, false),
@@ -1080,19 +1083,41 @@ impl Ctx {
                 b.note(format!("{} transfers", n.ok));
                 self.rows.push(b);
             }
+            let f = self
+                .fetch_load(&files_url, None, clients, range, SIZE, RANGE)
+                .await;
+            let mut b = self.load_row(label, "actix-files", &f, "MB/s", None);
+            if let Some(n) = &n {
+                b.ratio = Some(f.megabytes_per_sec() / n.megabytes_per_sec().max(1e-9));
+            }
+            b.note(format!(
+                "{} transfers; the server's HTTP stack alone; ratio to nginx",
+                f.ok
+            ));
+            self.rows.push(b);
         }
         if let Some(p) = nginx_proc {
             p.stop(Duration::from_secs(2)).await;
         }
+        files_proc.stop(Duration::from_secs(2)).await;
 
         // The read side alone, in this process: the store's stream versus large reads.
         let probe = crate::blob_probe::probe(&file, if self.opts.smoke { 2 } else { 10 }).await?;
+        let mut row = Row::new("read 50 MiB file, no HTTP", "BlobStore stream");
+        row.throughput = Some(probe.blob_store_mb_s);
+        row.unit = "MB/s".into();
+        row.ratio = Some(probe.blob_store_mb_s / probe.chunked_1mib_mb_s.max(1e-9));
+        row.note(format!(
+            "what BlobStore::get streams for file:// (ChunkedStore); chunks of {} bytes",
+            probe.blob_store_chunk
+        ));
+        self.rows.push(row);
         let mut row = Row::new("read 50 MiB file, no HTTP", "object_store stream");
         row.throughput = Some(probe.object_store_mb_s);
         row.unit = "MB/s".into();
         row.ratio = Some(probe.object_store_mb_s / probe.chunked_1mib_mb_s.max(1e-9));
         row.note(format!(
-            "what BlobStore::get streams for file://; chunks of {} bytes",
+            "LocalFileSystem as it comes; chunks of {} bytes",
             probe.object_store_chunk
         ));
         self.rows.push(row);
@@ -1147,6 +1172,25 @@ impl Ctx {
             }
         })
         .await
+    }
+
+    /// `sora-bench file-baseline` serving `www`; answers the process and the file's URL.
+    async fn start_file_baseline(&self, www: &Path) -> anyhow::Result<(Proc, String)> {
+        let port = procs::free_port()?;
+        let bind = format!("127.0.0.1:{port}");
+        let www_s = www.display().to_string();
+        let mut proc = Proc::spawn(
+            "actix-files",
+            &self.opts.bench_bin,
+            &["file-baseline", "--bind", &bind, "--dir", &www_s],
+            &HashMap::new(),
+            &self.opts.out_dir.join("file-baseline.log"),
+        )?;
+        let url = format!("http://{bind}/video-50mib.mp4");
+        proc.wait_ready(&self.http, &url, Instant::now(), Duration::from_secs(10))
+            .await
+            .context("the actix-files baseline did not start")?;
+        Ok((proc, url))
     }
 
     async fn start_nginx(&self, www: &Path) -> anyhow::Result<(Proc, String)> {
