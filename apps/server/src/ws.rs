@@ -36,8 +36,14 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(45);
 pub const OUTBOX_CAPACITY: usize = 32;
 /// The most jobs one connection may watch.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
-/// The most changed jobs read in one query.
+/// The most changed jobs read in one batch.
 const MAX_READ_BATCH: usize = 1000;
+/// A batch is read in queries of at most this many jobs, side by side: they run in parallel
+/// (several connections, both cores), frames go out as soon as the first query answers, and
+/// each query stays a small message.
+const READ_CHUNK: usize = 250;
+/// How long jobs whose read failed wait before they are read again.
+const READ_RETRY: Duration = Duration::from_secs(1);
 /// The largest frame a client may send.
 const MAX_FRAME: usize = 16 * 1024;
 
@@ -97,6 +103,8 @@ enum Command {
         text: ByteString,
     },
     ReadDone,
+    /// Jobs whose read failed: read them again.
+    Retry(Vec<JobId>),
 }
 
 /// A handle to the hub task. Cheap to clone.
@@ -243,6 +251,13 @@ impl HubState {
                     self.start_read();
                 }
             }
+            Command::Retry(jobs) => {
+                for job in jobs {
+                    if self.subs.contains_key(&job) {
+                        self.mark_changed(job);
+                    }
+                }
+            }
             Command::Deliver {
                 job,
                 owner,
@@ -333,29 +348,57 @@ impl HubState {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            match service.get_many(&ids).await {
-                Ok(views) => {
-                    tracing::debug!(
-                        jobs = ids.len(),
-                        read_ms = started.elapsed().as_secs_f64() * 1e3,
-                        "read changed jobs"
-                    );
-                    for view in views {
-                        let msg = ProgressMessage::new(&view, &links, false);
-                        let _ = tx.send(Command::Deliver {
-                            job: view.job.id(),
-                            owner: view.job.owner().clone(),
-                            version: msg.version,
-                            text: msg.to_text(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(jobs = ids.len(), error = %e, "could not read changed jobs")
-                }
+            let reads: Vec<_> = ids
+                .chunks(READ_CHUNK)
+                .map(|chunk| {
+                    tokio::spawn(read_and_render(
+                        service.clone(),
+                        links.clone(),
+                        tx.clone(),
+                        chunk.to_vec(),
+                    ))
+                })
+                .collect();
+            for read in reads {
+                let _ = read.await;
             }
+            tracing::debug!(
+                jobs = ids.len(),
+                read_ms = started.elapsed().as_secs_f64() * 1e3,
+                "read changed jobs"
+            );
             let _ = tx.send(Command::ReadDone);
         });
+    }
+}
+
+/// Reads some changed jobs and sends each one's rendered message to the hub. Jobs that could
+/// not be read are sent back to be read again a little later, so no change is dropped.
+async fn read_and_render(
+    service: VideoService,
+    links: Links,
+    tx: mpsc::UnboundedSender<Command>,
+    ids: Vec<JobId>,
+) {
+    match service.get_many(&ids).await {
+        Ok(views) => {
+            for view in views {
+                let msg = ProgressMessage::new(&view, &links, false);
+                let _ = tx.send(Command::Deliver {
+                    job: view.job.id(),
+                    owner: view.job.owner().clone(),
+                    version: msg.version,
+                    text: msg.to_text(),
+                });
+            }
+        }
+        Err(e) => {
+            tracing::warn!(jobs = ids.len(), error = %e, "could not read changed jobs; retrying");
+            tokio::spawn(async move {
+                tokio::time::sleep(READ_RETRY).await;
+                let _ = tx.send(Command::Retry(ids));
+            });
+        }
     }
 }
 
