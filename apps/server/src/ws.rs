@@ -42,6 +42,10 @@ const MAX_READ_BATCH: usize = 1000;
 /// (several connections, both cores), frames go out as soon as the first query answers, and
 /// each query stays a small message.
 const READ_CHUNK: usize = 250;
+/// A burst of change notices has ended when none came for this long...
+const BURST_QUIET: Duration = Duration::from_micros(200);
+/// ...or when it has been gathered for this long.
+const BURST_MAX: Duration = Duration::from_millis(2);
 /// How long jobs whose read failed wait before they are read again.
 const READ_RETRY: Duration = Duration::from_secs(1);
 /// The largest frame a client may send.
@@ -105,6 +109,16 @@ enum Command {
     ReadDone,
     /// Jobs whose read failed: read them again.
     Retry(Vec<JobId>),
+    /// The answer to a subscription (the snapshot, or an error frame), sent through the hub so
+    /// that it reaches the client before any change of that job: changes that the hub renders
+    /// between the subscription and its snapshot are held, then sent after it if newer.
+    Snapshot {
+        conn: ConnId,
+        job: JobId,
+        /// The snapshot's version; `None` for an error frame.
+        version: Option<u64>,
+        text: ByteString,
+    },
 }
 
 /// A handle to the hub task. Cheap to clone.
@@ -125,6 +139,9 @@ struct Conn {
     outbox: Box<dyn Outbox>,
     kill: CancellationToken,
     jobs: HashSet<JobId>,
+    /// Subscriptions whose snapshot has not been sent yet, with the newest change held back
+    /// for each (usually empty: a snapshot follows its subscription within one read).
+    pending: Vec<(JobId, Option<(u64, ByteString)>)>,
 }
 
 struct HubState {
@@ -190,27 +207,67 @@ impl HubState {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
-                notice = changes.recv() => match notice {
-                    Ok(ChangeNotice::Changed { job_id, version }) => {
-                        if self.subs.contains_key(&job_id)
-                            && self.delivered.get(&job_id).is_none_or(|v| *v < version)
-                        {
-                            self.mark_changed(job_id);
-                        }
-                    }
-                    // Notices were lost (the listener reconnected, or we lagged): re-read
-                    // every watched job; versions drop what clients already have.
-                    Ok(ChangeNotice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let jobs: Vec<JobId> = self.subs.keys().copied().collect();
-                        for job in jobs {
-                            self.mark_changed(job);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        changes = self.service.subscribe();
-                    }
-                },
+                notice = changes.recv() => {
+                    self.on_notice(notice, &mut changes);
+                    self.gather_burst(&mut changes).await;
+                    self.read_if_idle();
+                }
             }
+        }
+    }
+
+    fn on_notice(
+        &mut self,
+        notice: Result<ChangeNotice, broadcast::error::RecvError>,
+        changes: &mut broadcast::Receiver<ChangeNotice>,
+    ) {
+        match notice {
+            Ok(ChangeNotice::Changed { job_id, version }) => {
+                if self.subs.contains_key(&job_id)
+                    && self.delivered.get(&job_id).is_none_or(|v| *v < version)
+                {
+                    self.dirty.insert(job_id);
+                }
+            }
+            // Notices were lost (the listener reconnected, or we lagged): re-read every watched
+            // job; versions drop what clients already have.
+            Ok(ChangeNotice::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.dirty.extend(self.subs.keys().copied());
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                *changes = self.service.subscribe();
+            }
+        }
+    }
+
+    /// A commit that changed many jobs arrives as a burst of notices, parsed one by one off the
+    /// listener's socket: gather the burst (until it pauses for [`BURST_QUIET`], at most
+    /// [`BURST_MAX`]) so that it is read as one batch, not as a few that wait on each other.
+    async fn gather_burst(&mut self, changes: &mut broadcast::Receiver<ChangeNotice>) {
+        let started = Instant::now();
+        let mut last = started;
+        loop {
+            loop {
+                match changes.try_recv() {
+                    Ok(n) => self.on_notice(Ok(n), changes),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Lagged(k)) => {
+                        self.on_notice(Err(broadcast::error::RecvError::Lagged(k)), changes)
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        self.on_notice(Err(broadcast::error::RecvError::Closed), changes);
+                        return;
+                    }
+                }
+                last = Instant::now();
+            }
+            if self.dirty.len() >= MAX_READ_BATCH
+                || last.elapsed() >= BURST_QUIET
+                || started.elapsed() >= BURST_MAX
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
         }
     }
 
@@ -229,20 +286,52 @@ impl HubState {
                         outbox,
                         kill,
                         jobs: HashSet::new(),
+                        pending: Vec::new(),
                     },
                 );
             }
             Command::Subscribe { conn, job } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.jobs.insert(job);
+                    if !c.pending.iter().any(|(j, _)| *j == job) {
+                        c.pending.push((job, None));
+                    }
                     self.subs.entry(job).or_default().insert(conn);
                 }
             }
             Command::Unsubscribe { conn, job } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.jobs.remove(&job);
+                    take_pending(c, job);
                 }
                 self.drop_sub(conn, job);
+            }
+            Command::Snapshot {
+                conn,
+                job,
+                version,
+                text,
+            } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let held = take_pending(c, job)
+                    .filter(|(v, _)| version.is_none_or(|snapshot| *v > snapshot))
+                    .map(|(_, t)| t);
+                for frame in std::iter::once(text).chain(held) {
+                    match c.outbox.offer(frame) {
+                        Offer::Queued => {}
+                        Offer::Full => {
+                            c.kill.cancel();
+                            self.disconnect(conn);
+                            return;
+                        }
+                        Offer::Closed => {
+                            self.disconnect(conn);
+                            return;
+                        }
+                    }
+                }
             }
             Command::Disconnect { conn } => self.disconnect(conn),
             Command::ReadDone => {
@@ -252,11 +341,9 @@ impl HubState {
                 }
             }
             Command::Retry(jobs) => {
-                for job in jobs {
-                    if self.subs.contains_key(&job) {
-                        self.mark_changed(job);
-                    }
-                }
+                self.dirty
+                    .extend(jobs.into_iter().filter(|j| self.subs.contains_key(j)));
+                self.read_if_idle();
             }
             Command::Deliver {
                 job,
@@ -278,6 +365,13 @@ impl HubState {
                     // Subscriptions are registered before the ownership check answers, so
                     // the hub checks again: only the job's owner ever receives it.
                     if let Some(c) = self.conns.get_mut(conn).filter(|c| c.owner == owner) {
+                        // Not before the subscription's snapshot: held, the newest only.
+                        if let Some((_, held)) = c.pending.iter_mut().find(|(j, _)| *j == job) {
+                            if held.as_ref().is_none_or(|(v, _)| *v < version) {
+                                *held = Some((version, text.clone()));
+                            }
+                            continue;
+                        }
                         match c.outbox.offer(text.clone()) {
                             Offer::Queued => sent += 1,
                             Offer::Full => slow.push(*conn),
@@ -317,12 +411,11 @@ impl HubState {
         }
     }
 
-    /// Marks a watched job as changed. Changed jobs are read in batches, one query per
-    /// batch: while a read is in flight, further changes gather for the next one, so a burst of
-    /// changes to many jobs costs a few queries, not one each.
-    fn mark_changed(&mut self, job: JobId) {
-        self.dirty.insert(job);
-        if !self.reading {
+    /// Starts reading the changed jobs unless a read is in flight. Changed jobs are read in
+    /// batches: while a read is in flight, further changes gather for the next one, so a burst
+    /// of changes to many jobs costs a few queries, not one each.
+    fn read_if_idle(&mut self) {
+        if !self.reading && !self.dirty.is_empty() {
             self.start_read();
         }
     }
@@ -370,6 +463,17 @@ impl HubState {
             let _ = tx.send(Command::ReadDone);
         });
     }
+}
+
+/// Removes a pending subscription, answering the change held for it, if any.
+fn take_pending(c: &mut Conn, job: JobId) -> Option<(u64, ByteString)> {
+    let i = c.pending.iter().position(|(j, _)| *j == job)?;
+    let (_, held) = c.pending.swap_remove(i);
+    if c.pending.is_empty() {
+        // Give the memory back: an idle connection keeps nothing here.
+        c.pending = Vec::new();
+    }
+    held
 }
 
 /// Reads some changed jobs and sends each one's rendered message to the hub. Jobs that could
@@ -610,16 +714,17 @@ impl Connection {
             return session.text(frame).await.map_err(|_| None);
         }
         self.hub.send(Command::Subscribe { conn, job });
-        let frame = match self.service.get(&self.owner, job).await {
+        let (version, frame) = match self.service.get(&self.owner, job).await {
             Ok(view) => {
                 subscribed.insert(job);
-                ProgressMessage::new(&view, &self.links, true).to_text()
+                let msg = ProgressMessage::new(&view, &self.links, true);
+                (Some(msg.version), msg.to_text())
             }
             Err(e) => {
                 if !subscribed.contains(&job) {
                     self.hub.send(Command::Unsubscribe { conn, job });
                 }
-                match e {
+                let frame = match e {
                     ServiceError::NotFound(_) => error_frame(
                         "job_not_found",
                         "No such job for this caller",
@@ -633,10 +738,18 @@ impl Connection {
                             Some(&job.to_string()),
                         )
                     }
-                }
+                };
+                (None, frame)
             }
         };
-        session.text(frame).await.map_err(|_| None)
+        // Through the hub, so that no change of this job reaches the client before it.
+        self.hub.send(Command::Snapshot {
+            conn,
+            job,
+            version,
+            text: frame,
+        });
+        Ok(())
     }
 }
 
@@ -694,6 +807,16 @@ mod tests {
         }
     }
 
+    /// The connection's answer to a subscription, version 0.
+    fn snapshot_sent(conn: ConnId, job: JobId) -> Command {
+        Command::Snapshot {
+            conn,
+            job,
+            version: Some(0),
+            text: ByteString::from_static("snapshot"),
+        }
+    }
+
     #[tokio::test]
     async fn a_slow_client_is_closed_without_holding_up_the_others() {
         let hub = hub().await;
@@ -713,12 +836,13 @@ mod tests {
                 kill,
             });
             hub.send(Command::Subscribe { conn, job });
+            hub.send(snapshot_sent(conn, job));
         }
-        // The slow client never reads: its one-slot outbox fills on the first change.
+        // The slow client never reads: its one-slot outbox is full after the snapshot.
         for version in 1..=3 {
             hub.send(deliver(job, "alice", version));
         }
-        for want in ["v1", "v2", "v3"] {
+        for want in ["snapshot", "v1", "v2", "v3"] {
             let got = tokio::time::timeout(Duration::from_secs(5), fast_rx.recv())
                 .await
                 .unwrap()
@@ -788,6 +912,52 @@ mod tests {
         assert_eq!(queued, 1000);
     }
 
+    /// A change rendered between a subscription and its snapshot waits for the snapshot, and
+    /// is sent after it only if it is newer.
+    #[tokio::test]
+    async fn the_snapshot_comes_first_and_changes_held_for_it_follow_if_newer() {
+        let hub = hub().await;
+        let (a, b) = (JobId::new(), JobId::new());
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.send(Command::Connect {
+            conn: 1,
+            owner: owner("alice"),
+            outbox: Box::new(tx),
+            kill: CancellationToken::new(),
+        });
+        hub.send(Command::Subscribe { conn: 1, job: a });
+        hub.send(Command::Subscribe { conn: 1, job: b });
+        hub.send(deliver(a, "alice", 5));
+        hub.send(deliver(a, "alice", 6));
+        hub.send(deliver(b, "alice", 2));
+        let snapshot = |job, version: u64| Command::Snapshot {
+            conn: 1,
+            job,
+            version: Some(version),
+            text: ByteString::from(format!("snapshot v{version}")),
+        };
+        hub.send(snapshot(a, 4));
+        hub.send(snapshot(b, 3));
+        hub.send(deliver(a, "alice", 7));
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            got.push(m.to_string());
+        }
+        // a: its snapshot (4), then the newest held change (6), then live (7); b: only its
+        // snapshot (3), the held change (2) being older.
+        assert_eq!(got, ["snapshot v4", "v6", "snapshot v3", "v7"]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .is_err(),
+            "nothing else"
+        );
+    }
+
     #[tokio::test]
     async fn stale_versions_and_other_owners_jobs_are_not_delivered() {
         let hub = hub().await;
@@ -800,11 +970,17 @@ mod tests {
             kill: CancellationToken::new(),
         });
         hub.send(Command::Subscribe { conn: 1, job });
+        hub.send(snapshot_sent(1, job));
         // A job of alice's that bob subscribed to before the ownership check answered.
         hub.send(deliver(job, "alice", 5));
         hub.send(deliver(job, "bob", 6));
         hub.send(deliver(job, "bob", 4));
         hub.send(deliver(job, "bob", 7));
+        let snapshot = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*snapshot, "snapshot");
         let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap()
