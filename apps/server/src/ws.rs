@@ -41,7 +41,7 @@ const MAX_READ_BATCH: usize = 1000;
 /// A batch is read in queries of at most this many jobs, side by side: they run in parallel
 /// (several connections, both cores), frames go out as soon as the first query answers, and
 /// each query stays a small message.
-const READ_CHUNK: usize = 250;
+const READ_CHUNK: usize = 500;
 /// A burst of change notices has ended when none came for this long...
 const BURST_QUIET: Duration = Duration::from_micros(200);
 /// ...or when it has been gathered for this long.
@@ -265,6 +265,11 @@ impl HubState {
                 || last.elapsed() >= BURST_QUIET
                 || started.elapsed() >= BURST_MAX
             {
+                tracing::debug!(
+                    dirty = self.dirty.len(),
+                    gather_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "gathered change notices"
+                );
                 return;
             }
             tokio::task::yield_now().await;
