@@ -3,7 +3,7 @@
 # baselines (pgbench, nginx, a bare WebSocket server) in one run; prints one table and writes it
 # with the raw figures under target/bench/. See docs/performance.md.
 #
-#   bash bench/run.sh            # the full run (about 6 minutes)
+#   bash bench/run.sh            # the full run (about 7 minutes)
 #   bash bench/run.sh --smoke    # a few seconds per scenario, no budgets judged (CI)
 #   bash bench/run.sh --only create,webhook
 #   bash bench/run.sh --smoke --debug   # debug builds (what CI has built already); smoke only
