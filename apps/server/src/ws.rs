@@ -209,8 +209,13 @@ impl HubState {
                 },
                 notice = changes.recv() => {
                     self.on_notice(notice, &mut changes);
-                    self.gather_burst(&mut changes).await;
-                    self.read_if_idle();
+                    // Only when a watched job changed and nothing is being read: otherwise
+                    // there is nothing to batch (changes to jobs nobody here watches cost a
+                    // hash lookup each, never a wait).
+                    if !self.reading && !self.dirty.is_empty() {
+                        self.gather_burst(&mut changes).await;
+                        self.read_if_idle();
+                    }
                 }
             }
         }
@@ -241,13 +246,15 @@ impl HubState {
     }
 
     /// A commit that changed many jobs arrives as a burst of notices, parsed one by one off the
-    /// listener's socket: gather the burst (until it pauses for [`BURST_QUIET`], at most
-    /// [`BURST_MAX`]) so that it is read as one batch, not as a few that wait on each other.
+    /// listener's socket: gather the burst (until no watched job has changed for
+    /// [`BURST_QUIET`], at most [`BURST_MAX`]) so that it is read as one batch, not as a few
+    /// that wait on each other.
     async fn gather_burst(&mut self, changes: &mut broadcast::Receiver<ChangeNotice>) {
         let started = Instant::now();
         let mut last = started;
         loop {
             loop {
+                let watched = self.dirty.len();
                 match changes.try_recv() {
                     Ok(n) => self.on_notice(Ok(n), changes),
                     Err(broadcast::error::TryRecvError::Empty) => break,
@@ -259,7 +266,9 @@ impl HubState {
                         return;
                     }
                 }
-                last = Instant::now();
+                if self.dirty.len() > watched {
+                    last = Instant::now();
+                }
             }
             if self.dirty.len() >= MAX_READ_BATCH
                 || last.elapsed() >= BURST_QUIET
