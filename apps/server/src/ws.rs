@@ -333,26 +333,17 @@ impl HubState {
                     .filter(|(v, _)| version.is_none_or(|snapshot| *v > snapshot))
                     .map(|(_, t)| t);
                 for frame in std::iter::once(text).chain(held) {
-                    match c.outbox.offer(frame) {
-                        Offer::Queued => {}
-                        Offer::Full => {
-                            c.kill.cancel();
-                            self.disconnect(conn);
-                            return;
-                        }
-                        Offer::Closed => {
-                            self.disconnect(conn);
-                            return;
-                        }
+                    let offer = c.outbox.offer(frame);
+                    if !matches!(offer, Offer::Queued) {
+                        self.refused(conn, offer);
+                        return;
                     }
                 }
             }
             Command::Disconnect { conn } => self.disconnect(conn),
             Command::ReadDone => {
                 self.reading = false;
-                if !self.dirty.is_empty() {
-                    self.start_read();
-                }
+                self.read_if_idle();
             }
             Command::Retry(jobs) => {
                 self.dirty
@@ -372,8 +363,7 @@ impl HubState {
                     return;
                 };
                 self.delivered.insert(job, version);
-                let mut slow = Vec::new();
-                let mut closed = Vec::new();
+                let mut refused = Vec::new();
                 let mut sent = 0;
                 for conn in conns {
                     // Subscriptions are registered before the ownership check answers, so
@@ -388,23 +378,25 @@ impl HubState {
                         }
                         match c.outbox.offer(text.clone()) {
                             Offer::Queued => sent += 1,
-                            Offer::Full => slow.push(*conn),
-                            Offer::Closed => closed.push(*conn),
+                            offer => refused.push((*conn, offer)),
                         }
                     }
                 }
                 self.metrics.ws_sent(sent);
-                for conn in slow {
-                    if let Some(c) = self.conns.get(&conn) {
-                        c.kill.cancel();
-                    }
-                    self.disconnect(conn);
-                }
-                for conn in closed {
-                    self.disconnect(conn);
+                for (conn, offer) in refused {
+                    self.refused(conn, offer);
                 }
             }
         }
+    }
+
+    /// A connection that did not take a frame: a full queue means a client too slow to keep
+    /// up, which is told so and closed; a closed one is simply forgotten.
+    fn refused(&mut self, conn: ConnId, offer: Offer) {
+        if let (Offer::Full, Some(c)) = (offer, self.conns.get(&conn)) {
+            c.kill.cancel();
+        }
+        self.disconnect(conn);
     }
 
     fn drop_sub(&mut self, conn: ConnId, job: JobId) {

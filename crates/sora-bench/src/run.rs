@@ -1103,29 +1103,38 @@ impl Ctx {
 
         // The read side alone, in this process: the store's stream versus large reads.
         let probe = crate::blob_probe::probe(&file, if self.opts.smoke { 2 } else { 10 }).await?;
-        let mut row = Row::new("read 50 MiB file, no HTTP", "BlobStore stream");
-        row.throughput = Some(probe.blob_store_mb_s);
-        row.unit = "MB/s".into();
-        row.ratio = Some(probe.blob_store_mb_s / probe.chunked_1mib_mb_s.max(1e-9));
-        row.note(format!(
-            "what BlobStore::get streams for file:// (ChunkedStore); chunks of {} bytes",
-            probe.blob_store_chunk
-        ));
-        self.rows.push(row);
-        let mut row = Row::new("read 50 MiB file, no HTTP", "object_store stream");
-        row.throughput = Some(probe.object_store_mb_s);
-        row.unit = "MB/s".into();
-        row.ratio = Some(probe.object_store_mb_s / probe.chunked_1mib_mb_s.max(1e-9));
-        row.note(format!(
-            "LocalFileSystem as it comes; chunks of {} bytes",
-            probe.object_store_chunk
-        ));
-        self.rows.push(row);
-        let mut row = Row::new("read 50 MiB file, no HTTP", "1 MiB reads");
-        row.throughput = Some(probe.chunked_1mib_mb_s);
-        row.unit = "MB/s".into();
-        row.note("std::fs::File::read on the blocking pool");
-        self.rows.push(row);
+        for (subject, mb_s, note) in [
+            (
+                "BlobStore stream",
+                probe.blob_store_mb_s,
+                format!(
+                    "what BlobStore::get streams for file:// (ChunkedStore); chunks of {} bytes",
+                    probe.blob_store_chunk
+                ),
+            ),
+            (
+                "object_store stream",
+                probe.object_store_mb_s,
+                format!(
+                    "LocalFileSystem as it comes; chunks of {} bytes",
+                    probe.object_store_chunk
+                ),
+            ),
+            (
+                "1 MiB reads",
+                probe.chunked_1mib_mb_s,
+                "std::fs::File::read on the blocking pool".to_owned(),
+            ),
+        ] {
+            let mut row = Row::new("read 50 MiB file, no HTTP", subject);
+            row.throughput = Some(mb_s);
+            row.unit = "MB/s".into();
+            if subject != "1 MiB reads" {
+                row.ratio = Some(mb_s / probe.chunked_1mib_mb_s.max(1e-9));
+            }
+            row.note(note);
+            self.rows.push(row);
+        }
         Ok(())
     }
 

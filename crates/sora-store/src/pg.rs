@@ -53,9 +53,6 @@ macro_rules! job_cols {
     };
 }
 
-/// Connections in a [`PgStore::connect`] pool (one of them listens for change notices).
-pub const POOL_SIZE: u32 = 16;
-
 /// The production store: a PostgreSQL database that several server instances share.
 ///
 /// Cloning is cheap and shares the pool and the listener.
@@ -83,7 +80,7 @@ impl PgStore {
             StoreError::Config(format!("invalid database URL {}: {e}", redact_url(url)))
         })?;
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
