@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sora_core::{Job, JobId, PublicStatus, Variant};
+use sora_core::{Job, JobError, JobId, JobStatus, PublicStatus, Variant};
 use sora_service::{JobView, LinkSigner};
+use sora_store::ChangedState;
 use url::Url;
 use utoipa::ToSchema;
 
@@ -296,22 +297,61 @@ impl ProgressMessage {
     pub fn new(view: &JobView, links: &Links, snapshot: bool) -> Self {
         let job = &view.job;
         let files = job.artifacts().filter(|_| !view.files_deleted);
+        Self::of(
+            job.id(),
+            job.version(),
+            job.status(),
+            job.progress(),
+            job.error(),
+            files.is_some(),
+            files.is_some_and(|a| a.thumbnail.is_some()),
+            links,
+            snapshot,
+        )
+    }
+
+    /// The message for a change whose notice carried the job's state (never a snapshot).
+    pub fn changed(job_id: JobId, version: u64, state: &ChangedState, links: &Links) -> Self {
+        Self::of(
+            job_id,
+            version,
+            state.status,
+            state.progress,
+            state.error.as_ref(),
+            state.video,
+            state.thumbnail,
+            links,
+            false,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn of(
+        job_id: JobId,
+        version: u64,
+        status: JobStatus,
+        progress: u8,
+        error: Option<&JobError>,
+        video: bool,
+        thumbnail: bool,
+        links: &Links,
+        snapshot: bool,
+    ) -> Self {
         Self {
             kind: "progress",
-            job_id: job.id(),
-            progress: job.progress(),
-            status: job.status().public(),
-            message: job.message(),
-            version: job.version(),
+            job_id,
+            progress,
+            status: status.public(),
+            message: status.describe(progress, error),
+            version,
             snapshot,
-            error: job.error().map(|e| ErrorDto {
+            error: error.map(|e| ErrorDto {
                 code: e.code.as_str(),
                 message: e.message.clone(),
             }),
-            download_url: files.map(|_| links.signed_download(job.id(), Variant::Video)),
-            thumbnail_url: files
-                .and_then(|a| a.thumbnail.as_ref())
-                .map(|_| links.signed_download(job.id(), Variant::Thumbnail)),
+            download_url: video.then(|| links.signed_download(job_id, Variant::Video)),
+            thumbnail_url: (video && thumbnail)
+                .then(|| links.signed_download(job_id, Variant::Thumbnail)),
         }
     }
 

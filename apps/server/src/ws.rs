@@ -2,8 +2,9 @@
 //!
 //! One hub task owns every subscription and receives commands over a channel. It listens to the
 //! job-event bus (the store's change notices, which cross instances on PostgreSQL); for a job
-//! that has subscribers here it reads the job once, renders one message, and puts the same
-//! bytes straight into every subscriber's socket queue (actix-ws' bounded session channel; the
+//! that has subscribers here it renders one message — from the state the notice carries
+//! (PostgreSQL), or else from one read of the job (batched across a burst of changes) — and
+//! puts the same bytes straight into every subscriber's socket queue (actix-ws' bounded session channel; the
 //! hub never waits on it). A client too slow to keep up fills its queue and is closed with a
 //! reason rather than slowing anyone else (it reconnects and gets a snapshot, so nothing is
 //! lost).
@@ -167,8 +168,19 @@ impl Hub {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
         let changes = service.subscribe();
+        Self::start_on(service, links, metrics, shutdown, changes)
+    }
+
+    /// Starts the hub on a given stream of change notices.
+    fn start_on(
+        service: VideoService,
+        links: Links,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        changes: broadcast::Receiver<ChangeNotice>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
         let state = HubState {
             service,
             links,
@@ -227,11 +239,26 @@ impl HubState {
         changes: &mut broadcast::Receiver<ChangeNotice>,
     ) {
         match notice {
-            Ok(ChangeNotice::Changed { job_id, version }) => {
-                if self.subs.contains_key(&job_id)
-                    && self.delivered.get(&job_id).is_none_or(|v| *v < version)
+            Ok(ChangeNotice::Changed {
+                job_id,
+                version,
+                state,
+            }) => {
+                if !self.subs.contains_key(&job_id)
+                    || self.delivered.get(&job_id).is_some_and(|v| *v >= version)
                 {
-                    self.dirty.insert(job_id);
+                    return;
+                }
+                match state {
+                    // The notice says what the job looks like: no read.
+                    Some(state) => {
+                        let text = ProgressMessage::changed(job_id, version, &state, &self.links)
+                            .to_text();
+                        self.deliver(job_id, &state.owner, version, text);
+                    }
+                    None => {
+                        self.dirty.insert(job_id);
+                    }
                 }
             }
             // Notices were lost (the listener reconnected, or we lagged): re-read every watched
@@ -355,38 +382,42 @@ impl HubState {
                 owner,
                 version,
                 text,
-            } => {
-                if self.delivered.get(&job).is_some_and(|v| *v >= version) {
-                    return;
-                }
-                let Some(conns) = self.subs.get(&job) else {
-                    return;
-                };
-                self.delivered.insert(job, version);
-                let mut refused = Vec::new();
-                let mut sent = 0;
-                for conn in conns {
-                    // Subscriptions are registered before the ownership check answers, so
-                    // the hub checks again: only the job's owner ever receives it.
-                    if let Some(c) = self.conns.get_mut(conn).filter(|c| c.owner == owner) {
-                        // Not before the subscription's snapshot: held, the newest only.
-                        if let Some((_, held)) = c.pending.iter_mut().find(|(j, _)| *j == job) {
-                            if held.as_ref().is_none_or(|(v, _)| *v < version) {
-                                *held = Some((version, text.clone()));
-                            }
-                            continue;
-                        }
-                        match c.outbox.offer(text.clone()) {
-                            Offer::Queued => sent += 1,
-                            offer => refused.push((*conn, offer)),
-                        }
+            } => self.deliver(job, &owner, version, text),
+        }
+    }
+
+    /// Puts a job's message of this version into the queue of every subscriber that owns the
+    /// job, unless a message of this version or a newer one went out already.
+    fn deliver(&mut self, job: JobId, owner: &OwnerId, version: u64, text: ByteString) {
+        if self.delivered.get(&job).is_some_and(|v| *v >= version) {
+            return;
+        }
+        let Some(conns) = self.subs.get(&job) else {
+            return;
+        };
+        self.delivered.insert(job, version);
+        let mut refused = Vec::new();
+        let mut sent = 0;
+        for conn in conns {
+            // Subscriptions are registered before the ownership check answers, so the hub
+            // checks again: only the job's owner ever receives it.
+            if let Some(c) = self.conns.get_mut(conn).filter(|c| c.owner == *owner) {
+                // Not before the subscription's snapshot: held, the newest only.
+                if let Some((_, held)) = c.pending.iter_mut().find(|(j, _)| *j == job) {
+                    if held.as_ref().is_none_or(|(v, _)| *v < version) {
+                        *held = Some((version, text.clone()));
                     }
+                    continue;
                 }
-                self.metrics.ws_sent(sent);
-                for (conn, offer) in refused {
-                    self.refused(conn, offer);
+                match c.outbox.offer(text.clone()) {
+                    Offer::Queued => sent += 1,
+                    offer => refused.push((*conn, offer)),
                 }
             }
+        }
+        self.metrics.ws_sent(sent);
+        for (conn, offer) in refused {
+            self.refused(conn, offer);
         }
     }
 
@@ -780,6 +811,11 @@ mod tests {
     }
 
     async fn hub() -> Hub {
+        hub_on(None).await
+    }
+
+    /// A hub; with `changes`, on that stream of notices instead of its store's.
+    async fn hub_on(changes: Option<broadcast::Receiver<ChangeNotice>>) -> Hub {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
         let blobs = Arc::new(BlobStore::from_url("memory://").unwrap());
         let service = VideoService::new(
@@ -792,11 +828,13 @@ mod tests {
             "http://127.0.0.1/".parse().unwrap(),
             LinkSigner::random(Duration::from_secs(60)),
         );
-        Hub::start(
+        let changes = changes.unwrap_or_else(|| service.subscribe());
+        Hub::start_on(
             service,
             links,
             Arc::new(Metrics::new()),
             CancellationToken::new(),
+            changes,
         )
     }
 
@@ -997,5 +1035,79 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&*second, "v7", "version 4 is older than what was sent");
+    }
+
+    /// A notice that carries the job's state becomes a frame without reading the job (the
+    /// hub's store has no such job), for its owner only, and only if newer.
+    #[tokio::test]
+    async fn a_notice_carrying_the_state_is_rendered_without_a_read() {
+        let (notices, changes) = broadcast::channel(16);
+        let hub = hub_on(Some(changes)).await;
+        let job = JobId::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.send(Command::Connect {
+            conn: 1,
+            owner: owner("bob"),
+            outbox: Box::new(tx),
+            kill: CancellationToken::new(),
+        });
+        hub.send(Command::Subscribe { conn: 1, job });
+        hub.send(snapshot_sent(1, job));
+        let recv = async |rx: &mut mpsc::Receiver<ByteString>| {
+            let text = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a frame")
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+        };
+        assert_eq!(recv(&mut rx).await, serde_json::Value::Null, "the snapshot");
+        let notice = |version, owner_name: &str, status, error| ChangeNotice::Changed {
+            job_id: job,
+            version,
+            state: Some(Arc::new(sora_store::ChangedState {
+                owner: owner(owner_name),
+                status,
+                progress: 100,
+                error,
+                video: status == sora_core::JobStatus::Completed,
+                thumbnail: true,
+            })),
+        };
+        use sora_core::{FailureCode, JobError, JobStatus};
+        notices
+            .send(notice(2, "alice", JobStatus::InProgress, None))
+            .unwrap();
+        notices
+            .send(notice(3, "bob", JobStatus::Completed, None))
+            .unwrap();
+        notices
+            .send(notice(2, "bob", JobStatus::InProgress, None))
+            .unwrap();
+        let error = JobError::new(FailureCode::Timeout, "Took too long");
+        notices
+            .send(notice(4, "bob", JobStatus::Failed, Some(error)))
+            .unwrap();
+        let done = recv(&mut rx).await;
+        assert_eq!(done["version"], 3, "{done}");
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["progress"], 100);
+        assert_eq!(done["message"], "Ready for download");
+        assert!(done["snapshot"].is_null());
+        let link = done["downloadUrl"].as_str().unwrap();
+        assert!(link.contains(&job.to_string()), "{link}");
+        assert!(done["thumbnailUrl"].as_str().is_some());
+        let failed = recv(&mut rx).await;
+        assert_eq!(failed["version"], 4, "version 2 was older: {failed}");
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["message"], "Took too long");
+        assert_eq!(failed["error"]["code"], "timeout");
+        assert!(failed["downloadUrl"].is_null());
+        assert!(failed["thumbnailUrl"].is_null());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .is_err(),
+            "nothing else"
+        );
     }
 }

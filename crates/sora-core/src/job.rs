@@ -41,6 +41,22 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// A sentence describing a job in this status, for people: what [`Job::message`] says of a
+    /// job with this progress and error.
+    pub fn describe(self, progress: u8, error: Option<&JobError>) -> String {
+        match self {
+            JobStatus::Pending => "Waiting to be sent to the provider".into(),
+            JobStatus::Queued => "Queued at the provider".into(),
+            JobStatus::InProgress => format!("Generating ({progress}%)"),
+            JobStatus::Archiving => "Copying the finished video to storage".into(),
+            JobStatus::Completed => "Ready for download".into(),
+            JobStatus::Failed => error
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| "Failed".into()),
+            JobStatus::Cancelled => "Cancelled".into(),
+        }
+    }
+
     /// Every status, in lifecycle order.
     pub const ALL: [Self; 7] = [
         Self::Pending,
@@ -686,20 +702,9 @@ impl Job {
 
     /// A sentence describing where the job is, for people.
     pub fn message(&self) -> String {
-        match self.state.status {
-            JobStatus::Pending => "Waiting to be sent to the provider".into(),
-            JobStatus::Queued => "Queued at the provider".into(),
-            JobStatus::InProgress => format!("Generating ({}%)", self.state.progress),
-            JobStatus::Archiving => "Copying the finished video to storage".into(),
-            JobStatus::Completed => "Ready for download".into(),
-            JobStatus::Failed => self
-                .state
-                .error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_else(|| "Failed".into()),
-            JobStatus::Cancelled => "Cancelled".into(),
-        }
+        self.state
+            .status
+            .describe(self.state.progress, self.state.error.as_ref())
     }
 
     /// Applies an event at time `now`. Never panics: an event that does not apply to the

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sora_core::{Job, JobId, JobStatus, OwnerId, PublicStatus, VideoId};
+use sora_core::{Job, JobError, JobId, JobStatus, OwnerId, PublicStatus, VideoId};
 
 pub use blob::{BlobMeta, BlobRead, BlobStore};
 pub use error::{BoxError, StoreError};
-pub use pg::{CHANGE_CHANNEL, PG_MIGRATOR, PgStore};
+pub use pg::{CHANGE_CHANNEL, PG_MIGRATOR, PgStore, STATE_CHANNEL};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 
 /// The idempotency record stored with a new job.
@@ -151,7 +151,7 @@ pub struct SaveJob<'a> {
 }
 
 /// A notice that something changed, sent after the change committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeNotice {
     /// The job changed and is now at this version.
     Changed {
@@ -159,10 +159,32 @@ pub enum ChangeNotice {
         job_id: JobId,
         /// Its new version.
         version: u64,
+        /// What the job looks like at that version, when the notice carries it (PostgreSQL's
+        /// notices do, unless the job's error message is too long for a notification): a
+        /// subscriber can show the change without reading the job. `None`: read it.
+        state: Option<Arc<ChangedState>>,
     },
     /// Notices may have been lost (the listener's connection dropped, or this subscriber lagged):
     /// re-read everything you watch.
     Resync,
+}
+
+/// A job's state at one version, as much of it as a progress message shows: carried by a
+/// [`ChangeNotice`] so that subscribers need not read the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedState {
+    /// The job's owner.
+    pub owner: OwnerId,
+    /// The status.
+    pub status: JobStatus,
+    /// Percent done, 0 to 100.
+    pub progress: u8,
+    /// Why it failed, when failed.
+    pub error: Option<JobError>,
+    /// The video is stored and can be downloaded (completed, files not purged).
+    pub video: bool,
+    /// A thumbnail is stored too.
+    pub thumbnail: bool,
 }
 
 /// What [`JobStore::record_webhook`] did.

@@ -32,8 +32,15 @@ use crate::{
 /// `sqlx migrate run --source migrations` applies.
 pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
-/// The channel the `jobs` triggers notify, with payload `job_id:version`.
+/// The channel the `jobs` triggers notify with payload `job_id:version`: what servers before
+/// [`STATE_CHANNEL`] listen to, kept for them during a rolling upgrade. This release does not
+/// listen to it.
 pub const CHANGE_CHANNEL: &str = "sora_job_changes";
+/// The channel the `jobs` triggers notify with the changed job's state, a JSON object: `id`,
+/// `version` and, unless the payload would be too long for a notification, `owner`, `status`,
+/// `progress`, `error_code`, `error_message`, `video` and `thumbnail`. What this release
+/// listens to.
+pub const STATE_CHANNEL: &str = "sora_job_states";
 
 /// The ids as text, each once (a job asked for twice is answered once).
 fn distinct_ids(ids: &[JobId]) -> Vec<String> {
@@ -132,7 +139,7 @@ impl PgStore {
 
 async fn listen(pool: &PgPool) -> Result<PgListener, StoreError> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANGE_CHANNEL).await?;
+    listener.listen(STATE_CHANNEL).await?;
     Ok(listener)
 }
 

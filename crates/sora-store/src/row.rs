@@ -333,12 +333,52 @@ pub(crate) fn status_filter(query: &crate::JobQuery) -> Option<Vec<String>> {
         .map(|p| p.stored().iter().map(|s| s.as_str().to_owned()).collect())
 }
 
-/// Parses a `job_id:version` notification payload.
+/// A notification on [`crate::STATE_CHANNEL`], as the trigger writes it.
+#[derive(serde::Deserialize)]
+struct StatePayload {
+    id: String,
+    version: u64,
+    owner: Option<String>,
+    status: Option<String>,
+    progress: Option<u8>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    video: Option<bool>,
+    thumbnail: Option<bool>,
+}
+
+impl StatePayload {
+    /// The state it carries, if it carries a whole one this release understands.
+    fn state(self) -> Option<crate::ChangedState> {
+        let error = match self.error_code {
+            Some(code) => Some(JobError::new(
+                FailureCode::from_str(&code).ok()?,
+                self.error_message.unwrap_or_default(),
+            )),
+            None => None,
+        };
+        Some(crate::ChangedState {
+            owner: self.owner?.parse().ok()?,
+            status: self.status?.parse().ok()?,
+            progress: self.progress.filter(|p| *p <= 100)?,
+            error,
+            video: self.video?,
+            thumbnail: self.thumbnail?,
+        })
+    }
+}
+
+/// Parses a notification payload of [`crate::STATE_CHANNEL`]: `None` if it names no job and
+/// version; a notice without a state if the state is missing (too long to carry) or not one
+/// this release understands, so that the job is read instead.
 pub(crate) fn parse_notice(payload: &str) -> Option<crate::ChangeNotice> {
-    let (id, version) = payload.rsplit_once(':')?;
+    let p: StatePayload = serde_json::from_str(payload).ok()?;
+    let job_id = p.id.parse().ok()?;
+    let version = p.version;
     Some(crate::ChangeNotice::Changed {
-        job_id: id.parse().ok()?,
-        version: version.parse().ok()?,
+        job_id,
+        version,
+        state: p.state().map(std::sync::Arc::new),
     })
 }
 
@@ -363,13 +403,44 @@ mod tests {
     #[test]
     fn notices_parse_from_payloads() {
         let id = JobId::new();
+        let full = format!(
+            r#"{{"id":"{id}","version":7,"owner":"alice","status":"failed","progress":40,"error_code":"provider_error","error_message":"It broke \"badly\"","video":false,"thumbnail":false}}"#
+        );
         assert_eq!(
-            parse_notice(&format!("{id}:7")),
+            parse_notice(&full),
             Some(crate::ChangeNotice::Changed {
                 job_id: id,
-                version: 7
+                version: 7,
+                state: Some(std::sync::Arc::new(crate::ChangedState {
+                    owner: "alice".parse().unwrap(),
+                    status: JobStatus::Failed,
+                    progress: 40,
+                    error: Some(JobError::new(
+                        FailureCode::ProviderError,
+                        "It broke \"badly\""
+                    )),
+                    video: false,
+                    thumbnail: false,
+                })),
             })
         );
+        // Too long to carry, or a state this release does not know: read the job instead.
+        let bare = Some(crate::ChangeNotice::Changed {
+            job_id: id,
+            version: 7,
+            state: None,
+        });
+        assert_eq!(
+            parse_notice(&format!(r#"{{"id":"{id}","version":7}}"#)),
+            bare
+        );
+        let future = full.replace("\"failed\"", "\"paused\"");
+        assert_eq!(parse_notice(&future), bare);
+        let unknown_code = full.replace("provider_error", "no_such_code");
+        assert_eq!(parse_notice(&unknown_code), bare);
+        // Not a notice at all.
         assert_eq!(parse_notice("nonsense"), None);
+        assert_eq!(parse_notice(&format!("{id}:7")), None);
+        assert_eq!(parse_notice(r#"{"id":"job_nope","version":7}"#), None);
     }
 }

@@ -112,7 +112,12 @@ impl SqliteStore {
 
     fn notify(&self, job_id: JobId, version: u64) {
         // No subscriber is not an error.
-        let _ = self.notices.send(ChangeNotice::Changed { job_id, version });
+        // In one process, reading the job back is as cheap as carrying it.
+        let _ = self.notices.send(ChangeNotice::Changed {
+            job_id,
+            version,
+            state: None,
+        });
     }
 
     async fn jobs_where(

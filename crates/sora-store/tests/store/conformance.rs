@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sora_core::{FailureCode, JobError, JobEvent, JobId, JobStatus, ProviderStatus, PublicStatus};
 use sora_store::{
-    ChangeNotice, InboxEvent, InboxOutcome, Inserted, JobQuery, JobStore, NewIdempotency, SaveJob,
-    StoreError, Work,
+    ChangeNotice, ChangedState, InboxEvent, InboxOutcome, Inserted, JobQuery, JobStore,
+    NewIdempotency, SaveJob, StoreError, Work,
 };
 
 use super::common::*;
@@ -687,7 +687,10 @@ pub async fn wake_makes_a_job_due_without_a_new_version(b: &Backend) {
     // Notices of the earlier transitions may still be on their way; none may be newer.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(n) = notices.try_recv() {
-        if let ChangeNotice::Changed { job_id, version } = n {
+        if let ChangeNotice::Changed {
+            job_id, version, ..
+        } = n
+        {
             assert!(
                 job_id != j.id() || version <= j.version(),
                 "a wake is not a change: {n:?}"
@@ -978,16 +981,42 @@ pub async fn every_committed_change_is_announced(b: &Backend) {
     let s = &*b.store;
     let mut rx = s.subscribe();
     let mut j = job("alice", t0());
+    let mut seen = vec![j.clone()];
     s.insert_job(&j, None).await.unwrap();
     transition(s, &mut j, submitted("video_n"), at(1)).await;
+    seen.push(j.clone());
     // A refused write announces nothing.
     let mut stale = j.clone();
     apply(&mut stale, JobEvent::Cancelled, at(2));
     assert!(s.save_job(&stale, 1, SaveJob::default()).await.is_err());
-    transition(s, &mut j, JobEvent::Cancelled, at(3)).await;
+    let in_progress = reported(ProviderStatus::InProgress, Some(40));
+    transition(s, &mut j, in_progress, at(3)).await;
+    seen.push(j.clone());
+    let completed = reported(ProviderStatus::Completed, None);
+    transition(s, &mut j, completed, at(4)).await;
+    seen.push(j.clone());
+    let mut files = archived(&j.id().to_string());
+    if let JobEvent::Archived(a) = &mut files {
+        a.thumbnail = Some(a.video.clone());
+    }
+    transition(s, &mut j, files, at(5)).await;
+    seen.push(j.clone());
+    // A failure, with a message that fits a notice and one that may not.
+    let mut failed = job("bob", at(6));
+    s.insert_job(&failed, None).await.unwrap();
+    seen.push(failed.clone());
+    let error = JobError::new(FailureCode::ContentPolicy, "refused: \"quoted\" ✓");
+    transition(s, &mut failed, JobEvent::SubmitRejected(error), at(7)).await;
+    seen.push(failed.clone());
+    let mut long = job("bob", at(8));
+    s.insert_job(&long, None).await.unwrap();
+    seen.push(long.clone());
+    let error = JobError::new(FailureCode::ProviderError, "x".repeat(9000));
+    transition(s, &mut long, JobEvent::SubmitRejected(error), at(9)).await;
+    seen.push(long.clone());
 
     let mut got = Vec::new();
-    while got.len() < 3 {
+    while got.len() < seen.len() {
         let n = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("a change notice")
@@ -996,11 +1025,34 @@ pub async fn every_committed_change_is_announced(b: &Backend) {
             got.push(n);
         }
     }
-    let expect = |version| ChangeNotice::Changed {
-        job_id: j.id(),
-        version,
-    };
-    assert_eq!(got, vec![expect(1), expect(2), expect(3)]);
+    for (n, want) in got.iter().zip(&seen) {
+        let ChangeNotice::Changed {
+            job_id,
+            version,
+            state,
+        } = n
+        else {
+            unreachable!()
+        };
+        assert_eq!((*job_id, *version), (want.id(), want.version()), "{n:?}");
+        // What a notice carries is the job at that version, exactly.
+        let expect = ChangedState {
+            owner: want.owner().clone(),
+            status: want.status(),
+            progress: want.progress(),
+            error: want.error().cloned(),
+            video: want.artifacts().is_some(),
+            thumbnail: want.artifacts().is_some_and(|a| a.thumbnail.is_some()),
+        };
+        let too_long = want.error().is_some_and(|e| e.message.len() > 8000);
+        match (b.kind, state) {
+            (Kind::Postgres, Some(state)) => assert_eq!(**state, expect, "{n:?}"),
+            // Too long for a notification: the subscriber reads the job instead.
+            (Kind::Postgres, None) => assert!(too_long, "no state in {n:?}"),
+            // In one process the job is read back instead.
+            (Kind::Sqlite, state) => assert_eq!(*state, None),
+        }
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(rx.try_recv().is_err(), "no notice for the refused write");
 }

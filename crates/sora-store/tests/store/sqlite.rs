@@ -64,7 +64,8 @@ async fn stores_on_one_file_share_their_notices() {
         rx.try_recv().unwrap(),
         sora_store::ChangeNotice::Changed {
             job_id: j.id(),
-            version: 1
+            version: 1,
+            state: None,
         }
     );
     assert!(rx_other.try_recv().is_err());
