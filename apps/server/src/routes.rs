@@ -783,8 +783,6 @@ pub(crate) async fn websocket(
     let conn = Connection {
         owner,
         hub: state.hub.clone(),
-        service: state.service.clone(),
-        links: state.links.clone(),
         metrics: state.metrics.clone(),
         shutdown: state.shutdown.clone(),
     };

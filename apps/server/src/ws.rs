@@ -20,7 +20,7 @@ use bytestring::ByteString;
 use futures::FutureExt;
 use serde::Deserialize;
 use sora_core::{JobId, OwnerId};
-use sora_service::{ServiceError, VideoService};
+use sora_service::VideoService;
 use sora_store::ChangeNotice;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -90,6 +90,8 @@ enum Command {
         outbox: Box<dyn Outbox>,
         kill: CancellationToken,
     },
+    /// Watch a job: the hub reads it (batched with other reads) and answers with a snapshot,
+    /// or with an error frame if the caller may not see it.
     Subscribe {
         conn: ConnId,
         job: JobId,
@@ -145,6 +147,17 @@ struct Conn {
     pending: Vec<(JobId, Option<(u64, ByteString)>)>,
 }
 
+/// A subscription waiting for its snapshot.
+struct SnapshotRequest {
+    conn: ConnId,
+    /// The connection's owner: only the job's owner gets a snapshot.
+    owner: OwnerId,
+    job: JobId,
+    /// The connection watched the job already (a repeated subscribe): a failed read keeps the
+    /// subscription.
+    renewed: bool,
+}
+
 struct HubState {
     service: VideoService,
     links: Links,
@@ -156,6 +169,8 @@ struct HubState {
     delivered: HashMap<JobId, u64>,
     /// Watched jobs that changed and wait to be read.
     dirty: HashSet<JobId>,
+    /// Subscriptions waiting for their snapshot, read with the next batch.
+    snapshots: Vec<SnapshotRequest>,
     /// Whether a batch read is in flight.
     reading: bool,
 }
@@ -190,6 +205,7 @@ impl Hub {
             subs: HashMap::new(),
             delivered: HashMap::new(),
             dirty: HashSet::new(),
+            snapshots: Vec::new(),
             reading: false,
         };
         tokio::spawn(state.run(rx, changes, shutdown));
@@ -332,13 +348,34 @@ impl HubState {
                 );
             }
             Command::Subscribe { conn, job } => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.jobs.insert(job);
-                    if !c.pending.iter().any(|(j, _)| *j == job) {
-                        c.pending.push((job, None));
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let renewed = c.jobs.contains(&job);
+                if !renewed && c.jobs.len() >= MAX_SUBSCRIPTIONS {
+                    let frame = error_frame(
+                        "too_many_subscriptions",
+                        &format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
+                        Some(&job.to_string()),
+                    );
+                    let offer = c.outbox.offer(frame);
+                    if !matches!(offer, Offer::Queued) {
+                        self.refused(conn, offer);
                     }
-                    self.subs.entry(job).or_default().insert(conn);
+                    return;
                 }
+                c.jobs.insert(job);
+                if !c.pending.iter().any(|(j, _)| *j == job) {
+                    c.pending.push((job, None));
+                }
+                self.subs.entry(job).or_default().insert(conn);
+                self.snapshots.push(SnapshotRequest {
+                    conn,
+                    owner: c.owner.clone(),
+                    job,
+                    renewed,
+                });
+                self.read_if_idle();
             }
             Command::Unsubscribe { conn, job } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -452,7 +489,8 @@ impl HubState {
     /// batches: while a read is in flight, further changes gather for the next one, so a burst
     /// of changes to many jobs costs a few queries, not one each.
     fn read_if_idle(&mut self) {
-        if !self.reading && !self.dirty.is_empty() {
+        let waiting = !self.dirty.is_empty() || !self.snapshots.is_empty();
+        if waiting && !self.reading {
             self.start_read();
         }
     }
@@ -469,7 +507,8 @@ impl HubState {
             }
             ids
         };
-        if ids.is_empty() {
+        let snapshots = std::mem::take(&mut self.snapshots);
+        if ids.is_empty() && snapshots.is_empty() {
             return;
         }
         self.reading = true;
@@ -478,7 +517,7 @@ impl HubState {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let reads: Vec<_> = ids
+            let mut reads: Vec<_> = ids
                 .chunks(READ_CHUNK)
                 .map(|chunk| {
                     tokio::spawn(read_and_render(
@@ -489,13 +528,23 @@ impl HubState {
                     ))
                 })
                 .collect();
+            let requested = snapshots.len();
+            for batch in snapshot_batches(snapshots) {
+                reads.push(tokio::spawn(read_snapshots(
+                    service.clone(),
+                    links.clone(),
+                    tx.clone(),
+                    batch,
+                )));
+            }
             for read in reads {
                 let _ = read.await;
             }
             tracing::debug!(
                 jobs = ids.len(),
+                snapshots = requested,
                 read_ms = started.elapsed().as_secs_f64() * 1e3,
-                "read changed jobs"
+                "read changed jobs and snapshots"
             );
             let _ = tx.send(Command::ReadDone);
         });
@@ -543,6 +592,102 @@ async fn read_and_render(
     }
 }
 
+/// Splits snapshot requests into batches of at most [`READ_CHUNK`] distinct jobs.
+fn snapshot_batches(mut requests: Vec<SnapshotRequest>) -> Vec<Vec<SnapshotRequest>> {
+    requests.sort_by_key(|r| r.job);
+    let mut batches: Vec<Vec<SnapshotRequest>> = Vec::new();
+    let mut jobs = 0;
+    for r in requests {
+        let new_job = batches
+            .last()
+            .and_then(|b| b.last())
+            .is_none_or(|last| last.job != r.job);
+        if new_job && (batches.is_empty() || jobs == READ_CHUNK) {
+            batches.push(Vec::new());
+            jobs = 0;
+        }
+        if new_job {
+            jobs += 1;
+        }
+        batches.last_mut().expect("pushed above").push(r);
+    }
+    batches
+}
+
+/// Reads the jobs of some subscriptions (one query) and answers each with its snapshot, or
+/// with an error frame when the job is not the subscriber's or cannot be read; a subscription
+/// that fails is dropped unless the connection watched the job already.
+async fn read_snapshots(
+    service: VideoService,
+    links: Links,
+    tx: mpsc::UnboundedSender<Command>,
+    requests: Vec<SnapshotRequest>,
+) {
+    let mut ids: Vec<JobId> = requests.iter().map(|r| r.job).collect();
+    ids.dedup();
+    let fail = |r: &SnapshotRequest, text: ByteString| {
+        if !r.renewed {
+            let _ = tx.send(Command::Unsubscribe {
+                conn: r.conn,
+                job: r.job,
+            });
+        }
+        let _ = tx.send(Command::Snapshot {
+            conn: r.conn,
+            job: r.job,
+            version: None,
+            text,
+        });
+    };
+    match service.get_many(&ids).await {
+        Ok(views) => {
+            let rendered: HashMap<JobId, (&OwnerId, u64, ByteString)> = views
+                .iter()
+                .map(|v| {
+                    let msg = ProgressMessage::new(v, &links, true);
+                    (v.job.id(), (v.job.owner(), msg.version, msg.to_text()))
+                })
+                .collect();
+            for r in &requests {
+                match rendered
+                    .get(&r.job)
+                    .filter(|(owner, ..)| **owner == r.owner)
+                {
+                    Some((_, version, text)) => {
+                        let _ = tx.send(Command::Snapshot {
+                            conn: r.conn,
+                            job: r.job,
+                            version: Some(*version),
+                            text: text.clone(),
+                        });
+                    }
+                    None => fail(
+                        r,
+                        error_frame(
+                            "job_not_found",
+                            "No such job for this caller",
+                            Some(&r.job.to_string()),
+                        ),
+                    ),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(jobs = ids.len(), error = %e, "could not read jobs for subscribers");
+            for r in &requests {
+                fail(
+                    r,
+                    error_frame(
+                        "unavailable",
+                        "Could not read the job; try again",
+                        Some(&r.job.to_string()),
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// What a client may send.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -581,12 +726,8 @@ fn error_frame(code: &str, message: &str, job_id: Option<&str>) -> ByteString {
 pub struct Connection {
     /// The owner the credential belongs to.
     pub owner: OwnerId,
-    /// The hub.
+    /// The hub (which also reads the snapshots and checks ownership).
     pub hub: Hub,
-    /// The service, for ownership checks and snapshots.
-    pub service: VideoService,
-    /// Link builder.
-    pub links: Links,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.
@@ -625,19 +766,12 @@ impl Connection {
             kill: kill.clone(),
         });
         self.metrics.ws_connected(1);
-        let mut subscribed: HashSet<JobId> = HashSet::new();
-
-        let mut close_reason = None;
+        // The hub reads the snapshots, off this connection's task and thread, batched with
+        // other reads.
         for job in initial {
-            // Boxed here and below: a client's messages are rare, and a future awaited inline
-            // would make every idle connection's task as large as its largest step.
-            if let Err(reason) =
-                Box::pin(self.subscribe(conn, job, &mut subscribed, &mut session)).await
-            {
-                close_reason = reason;
-                break;
-            }
+            self.hub.send(Command::Subscribe { conn, job });
         }
+        let mut close_reason = None;
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.tick().await;
@@ -657,7 +791,10 @@ impl Connection {
                         last_seen = Instant::now();
                         match msg {
                             Some(Ok(AggregatedMessage::Text(text))) => {
-                                if let Err(reason) = Box::pin(self.on_text(conn, &text, &mut subscribed, &mut session)).await {
+                                // Boxed: a client's messages are rare, and a future awaited
+                                // inline would make every idle connection's task as large as
+                                // its largest step.
+                                if let Err(reason) = Box::pin(self.on_text(conn, &text, &mut session)).await {
                                     break reason;
                                 }
                             }
@@ -698,7 +835,6 @@ impl Connection {
         &self,
         conn: ConnId,
         text: &str,
-        subscribed: &mut HashSet<JobId>,
         session: &mut actix_ws::Session,
     ) -> Result<(), Option<CloseReason>> {
         let reply = match serde_json::from_str::<ClientMessage>(text) {
@@ -709,12 +845,15 @@ impl Connection {
             )),
             Ok(ClientMessage::Ping) => Some(ByteString::from_static(r#"{"type":"pong"}"#)),
             Ok(ClientMessage::Subscribe { job_id }) => match job_id.parse::<JobId>() {
-                Ok(job) => return self.subscribe(conn, job, subscribed, session).await,
+                // The hub answers: a snapshot, or an error frame.
+                Ok(job) => {
+                    self.hub.send(Command::Subscribe { conn, job });
+                    None
+                }
                 Err(e) => Some(error_frame("invalid_job_id", &e.to_string(), Some(&job_id))),
             },
             Ok(ClientMessage::Unsubscribe { job_id }) => match job_id.parse::<JobId>() {
                 Ok(job) => {
-                    subscribed.remove(&job);
                     self.hub.send(Command::Unsubscribe { conn, job });
                     Some(
                         serde_json::json!({"type": "unsubscribed", "jobId": job})
@@ -730,62 +869,6 @@ impl Connection {
         {
             return Err(None);
         }
-        Ok(())
-    }
-
-    /// Registers with the hub first, then reads the snapshot, so no change can fall between
-    /// the two (a change may arrive twice; its version tells).
-    async fn subscribe(
-        &self,
-        conn: ConnId,
-        job: JobId,
-        subscribed: &mut HashSet<JobId>,
-        session: &mut actix_ws::Session,
-    ) -> Result<(), Option<CloseReason>> {
-        if !subscribed.contains(&job) && subscribed.len() >= MAX_SUBSCRIPTIONS {
-            let frame = error_frame(
-                "too_many_subscriptions",
-                &format!("at most {MAX_SUBSCRIPTIONS} jobs per connection"),
-                Some(&job.to_string()),
-            );
-            return session.text(frame).await.map_err(|_| None);
-        }
-        self.hub.send(Command::Subscribe { conn, job });
-        let (version, frame) = match self.service.get(&self.owner, job).await {
-            Ok(view) => {
-                subscribed.insert(job);
-                let msg = ProgressMessage::new(&view, &self.links, true);
-                (Some(msg.version), msg.to_text())
-            }
-            Err(e) => {
-                if !subscribed.contains(&job) {
-                    self.hub.send(Command::Unsubscribe { conn, job });
-                }
-                let frame = match e {
-                    ServiceError::NotFound(_) => error_frame(
-                        "job_not_found",
-                        "No such job for this caller",
-                        Some(&job.to_string()),
-                    ),
-                    other => {
-                        tracing::warn!(job_id = %job, error = %other, "could not read a job for a subscriber");
-                        error_frame(
-                            "unavailable",
-                            "Could not read the job; try again",
-                            Some(&job.to_string()),
-                        )
-                    }
-                };
-                (None, frame)
-            }
-        };
-        // Through the hub, so that no change of this job reaches the client before it.
-        self.hub.send(Command::Snapshot {
-            conn,
-            job,
-            version,
-            text: frame,
-        });
         Ok(())
     }
 }
@@ -810,12 +893,12 @@ mod tests {
         }
     }
 
-    async fn hub() -> Hub {
+    async fn hub() -> (Hub, VideoService) {
         hub_on(None).await
     }
 
-    /// A hub; with `changes`, on that stream of notices instead of its store's.
-    async fn hub_on(changes: Option<broadcast::Receiver<ChangeNotice>>) -> Hub {
+    /// A hub and its service; with `changes`, on that stream of notices instead of its store's.
+    async fn hub_on(changes: Option<broadcast::Receiver<ChangeNotice>>) -> (Hub, VideoService) {
         let store = Arc::new(SqliteStore::in_memory().await.unwrap());
         let blobs = Arc::new(BlobStore::from_url("memory://").unwrap());
         let service = VideoService::new(
@@ -829,13 +912,46 @@ mod tests {
             LinkSigner::random(Duration::from_secs(60)),
         );
         let changes = changes.unwrap_or_else(|| service.subscribe());
-        Hub::start_on(
-            service,
+        let hub = Hub::start_on(
+            service.clone(),
             links,
             Arc::new(Metrics::new()),
             CancellationToken::new(),
             changes,
-        )
+        );
+        (hub, service)
+    }
+
+    /// A new job of `owner_name`'s, at version 1.
+    async fn new_job(service: &VideoService, owner_name: &str) -> JobId {
+        let request = sora_service::CreateRequest {
+            prompt: "a cat on a skateboard".into(),
+            ..Default::default()
+        };
+        let created = service.create(&owner(owner_name), request, None).await;
+        created.unwrap().job.id()
+    }
+
+    /// The next frame of an outbox, as JSON (`{"text": …}` if it is not JSON).
+    async fn next(rx: &mut mpsc::Receiver<ByteString>) -> serde_json::Value {
+        let text = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a frame in time")
+            .expect("the outbox is open");
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::json!({ "text": &*text }))
+    }
+
+    /// Asserts that a frame is the snapshot of `job` at `version`.
+    fn assert_snapshot(frame: &serde_json::Value, job: JobId, version: u64) {
+        assert_eq!(frame["type"], "progress", "{frame}");
+        assert_eq!(frame["snapshot"], true, "{frame}");
+        assert_eq!(frame["jobId"], job.to_string(), "{frame}");
+        assert_eq!(frame["version"], version, "{frame}");
+    }
+
+    async fn nothing_else(rx: &mut mpsc::Receiver<ByteString>) {
+        let more = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+        assert!(more.is_err(), "nothing else: {more:?}");
     }
 
     fn owner(s: &str) -> OwnerId {
@@ -851,20 +967,10 @@ mod tests {
         }
     }
 
-    /// The connection's answer to a subscription, version 0.
-    fn snapshot_sent(conn: ConnId, job: JobId) -> Command {
-        Command::Snapshot {
-            conn,
-            job,
-            version: Some(0),
-            text: ByteString::from_static("snapshot"),
-        }
-    }
-
     #[tokio::test]
     async fn a_slow_client_is_closed_without_holding_up_the_others() {
-        let hub = hub().await;
-        let job = JobId::new();
+        let (hub, service) = hub().await;
+        let job = new_job(&service, "alice").await;
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let slow_kill = CancellationToken::new();
         let (fast_tx, mut fast_rx) = mpsc::channel(16);
@@ -880,18 +986,14 @@ mod tests {
                 kill,
             });
             hub.send(Command::Subscribe { conn, job });
-            hub.send(snapshot_sent(conn, job));
         }
-        // The slow client never reads: its one-slot outbox is full after the snapshot.
-        for version in 1..=3 {
+        // Both snapshots went out (the slow client's first); its one-slot outbox is full.
+        assert_snapshot(&next(&mut fast_rx).await, job, 1);
+        for version in 2..=4 {
             hub.send(deliver(job, "alice", version));
         }
-        for want in ["snapshot", "v1", "v2", "v3"] {
-            let got = tokio::time::timeout(Duration::from_secs(5), fast_rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(&*got, want);
+        for want in ["v2", "v3", "v4"] {
+            assert_eq!(next(&mut fast_rx).await["text"], want);
         }
         tokio::time::timeout(Duration::from_secs(5), slow_kill.cancelled())
             .await
@@ -960,8 +1062,11 @@ mod tests {
     /// is sent after it only if it is newer.
     #[tokio::test]
     async fn the_snapshot_comes_first_and_changes_held_for_it_follow_if_newer() {
-        let hub = hub().await;
-        let (a, b) = (JobId::new(), JobId::new());
+        let (hub, service) = hub().await;
+        let (a, b) = (
+            new_job(&service, "alice").await,
+            new_job(&service, "alice").await,
+        );
         let (tx, mut rx) = mpsc::channel(16);
         hub.send(Command::Connect {
             conn: 1,
@@ -969,43 +1074,40 @@ mod tests {
             outbox: Box::new(tx),
             kill: CancellationToken::new(),
         });
+        // All before the hub runs (this runtime has one thread): the changes are rendered
+        // before the snapshots are read.
         hub.send(Command::Subscribe { conn: 1, job: a });
         hub.send(Command::Subscribe { conn: 1, job: b });
         hub.send(deliver(a, "alice", 5));
         hub.send(deliver(a, "alice", 6));
-        hub.send(deliver(b, "alice", 2));
-        let snapshot = |job, version: u64| Command::Snapshot {
-            conn: 1,
-            job,
-            version: Some(version),
-            text: ByteString::from(format!("snapshot v{version}")),
-        };
-        hub.send(snapshot(a, 4));
-        hub.send(snapshot(b, 3));
-        hub.send(deliver(a, "alice", 7));
-        let mut got = Vec::new();
-        for _ in 0..4 {
-            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            got.push(m.to_string());
+        hub.send(deliver(b, "alice", 1));
+        let mut of_a = Vec::new();
+        let mut of_b = Vec::new();
+        for _ in 0..3 {
+            let frame = next(&mut rx).await;
+            if frame["jobId"] == b.to_string() {
+                of_b.push(frame);
+            } else {
+                of_a.push(frame);
+            }
         }
-        // a: its snapshot (4), then the newest held change (6), then live (7); b: only its
-        // snapshot (3), the held change (2) being older.
-        assert_eq!(got, ["snapshot v4", "v6", "snapshot v3", "v7"]);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), rx.recv())
-                .await
-                .is_err(),
-            "nothing else"
-        );
+        // a: its snapshot (1), then the newest held change (6); b: only its snapshot (1), the
+        // held change being no newer.
+        assert_eq!(of_a.len(), 2, "{of_a:?}");
+        assert_snapshot(&of_a[0], a, 1);
+        assert_eq!(of_a[1]["text"], "v6");
+        assert_eq!(of_b.len(), 1, "{of_b:?}");
+        assert_snapshot(&of_b[0], b, 1);
+        // Then changes go out live.
+        hub.send(deliver(a, "alice", 7));
+        assert_eq!(next(&mut rx).await["text"], "v7");
+        nothing_else(&mut rx).await;
     }
 
     #[tokio::test]
     async fn stale_versions_and_other_owners_jobs_are_not_delivered() {
-        let hub = hub().await;
-        let job = JobId::new();
+        let (hub, service) = hub().await;
+        let job = new_job(&service, "bob").await;
         let (tx, mut rx) = mpsc::channel(16);
         hub.send(Command::Connect {
             conn: 1,
@@ -1014,36 +1116,105 @@ mod tests {
             kill: CancellationToken::new(),
         });
         hub.send(Command::Subscribe { conn: 1, job });
-        hub.send(snapshot_sent(1, job));
-        // A job of alice's that bob subscribed to before the ownership check answered.
+        assert_snapshot(&next(&mut rx).await, job, 1);
+        // A change claiming to be of alice's job is not for bob.
         hub.send(deliver(job, "alice", 5));
         hub.send(deliver(job, "bob", 6));
         hub.send(deliver(job, "bob", 4));
         hub.send(deliver(job, "bob", 7));
-        let snapshot = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&*snapshot, "snapshot");
-        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&*first, "v6");
-        let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&*second, "v7", "version 4 is older than what was sent");
+        assert_eq!(next(&mut rx).await["text"], "v6");
+        assert_eq!(
+            next(&mut rx).await["text"],
+            "v7",
+            "version 4 is older than what was sent"
+        );
+        nothing_else(&mut rx).await;
+    }
+
+    /// Someone else's job, or no job: an error frame, and the subscription is dropped.
+    #[tokio::test]
+    async fn a_subscription_to_a_job_not_the_callers_is_refused() {
+        let (hub, service) = hub().await;
+        let alices = new_job(&service, "alice").await;
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.send(Command::Connect {
+            conn: 1,
+            owner: owner("bob"),
+            outbox: Box::new(tx),
+            kill: CancellationToken::new(),
+        });
+        for job in [alices, JobId::new()] {
+            hub.send(Command::Subscribe { conn: 1, job });
+            let frame = next(&mut rx).await;
+            assert_eq!(frame["type"], "error", "{frame}");
+            assert_eq!(frame["code"], "job_not_found", "{frame}");
+            assert_eq!(frame["jobId"], job.to_string(), "{frame}");
+        }
+        hub.send(deliver(alices, "alice", 2));
+        nothing_else(&mut rx).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_watches_at_most_the_maximum_number_of_jobs() {
+        let (hub, service) = hub().await;
+        let (tx, mut rx) = mpsc::channel(2 * MAX_SUBSCRIPTIONS);
+        hub.send(Command::Connect {
+            conn: 1,
+            owner: owner("alice"),
+            outbox: Box::new(tx),
+            kill: CancellationToken::new(),
+        });
+        let mut jobs = Vec::new();
+        for _ in 0..MAX_SUBSCRIPTIONS {
+            jobs.push(new_job(&service, "alice").await);
+        }
+        for job in &jobs {
+            hub.send(Command::Subscribe { conn: 1, job: *job });
+        }
+        let one_more = new_job(&service, "alice").await;
+        hub.send(Command::Subscribe {
+            conn: 1,
+            job: one_more,
+        });
+        // Subscribing again to a watched job is not one more.
+        hub.send(Command::Subscribe {
+            conn: 1,
+            job: jobs[0],
+        });
+        let mut snapshots = 0;
+        let mut refused = Vec::new();
+        for _ in 0..MAX_SUBSCRIPTIONS + 2 {
+            let frame = next(&mut rx).await;
+            match frame["type"].as_str() {
+                Some("progress") => snapshots += 1,
+                _ => refused.push(frame),
+            }
+        }
+        assert_eq!(snapshots, MAX_SUBSCRIPTIONS + 1);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0]["code"], "too_many_subscriptions");
+        assert_eq!(refused[0]["jobId"], one_more.to_string());
+        // After an unsubscribe there is room again.
+        hub.send(Command::Unsubscribe {
+            conn: 1,
+            job: jobs[0],
+        });
+        hub.send(Command::Subscribe {
+            conn: 1,
+            job: one_more,
+        });
+        assert_snapshot(&next(&mut rx).await, one_more, 1);
+        nothing_else(&mut rx).await;
     }
 
     /// A notice that carries the job's state becomes a frame without reading the job (the
-    /// hub's store has no such job), for its owner only, and only if newer.
+    /// store has the job at version 1, pending), for its owner only, and only if newer.
     #[tokio::test]
     async fn a_notice_carrying_the_state_is_rendered_without_a_read() {
         let (notices, changes) = broadcast::channel(16);
-        let hub = hub_on(Some(changes)).await;
-        let job = JobId::new();
+        let (hub, service) = hub_on(Some(changes)).await;
+        // In the store: pending, version 1. The notices below say otherwise, and win.
+        let job = new_job(&service, "bob").await;
         let (tx, mut rx) = mpsc::channel(16);
         hub.send(Command::Connect {
             conn: 1,
@@ -1052,15 +1223,7 @@ mod tests {
             kill: CancellationToken::new(),
         });
         hub.send(Command::Subscribe { conn: 1, job });
-        hub.send(snapshot_sent(1, job));
-        let recv = async |rx: &mut mpsc::Receiver<ByteString>| {
-            let text = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-                .await
-                .expect("a frame")
-                .unwrap();
-            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
-        };
-        assert_eq!(recv(&mut rx).await, serde_json::Value::Null, "the snapshot");
+        assert_snapshot(&next(&mut rx).await, job, 1);
         let notice = |version, owner_name: &str, status, error| ChangeNotice::Changed {
             job_id: job,
             version,
@@ -1087,7 +1250,7 @@ mod tests {
         notices
             .send(notice(4, "bob", JobStatus::Failed, Some(error)))
             .unwrap();
-        let done = recv(&mut rx).await;
+        let done = next(&mut rx).await;
         assert_eq!(done["version"], 3, "{done}");
         assert_eq!(done["status"], "completed");
         assert_eq!(done["progress"], 100);
@@ -1096,7 +1259,7 @@ mod tests {
         let link = done["downloadUrl"].as_str().unwrap();
         assert!(link.contains(&job.to_string()), "{link}");
         assert!(done["thumbnailUrl"].as_str().is_some());
-        let failed = recv(&mut rx).await;
+        let failed = next(&mut rx).await;
         assert_eq!(failed["version"], 4, "version 2 was older: {failed}");
         assert_eq!(failed["status"], "failed");
         assert_eq!(failed["message"], "Took too long");
