@@ -1,6 +1,6 @@
 //! The read side of a download in isolation: how fast a stream of a local file yields bytes
 //! through object_store's `LocalFileSystem` as it comes (8 KiB chunks), through the
-//! `ChunkedStore` of 256 KiB that `BlobStore` wraps it in for `file://`, and by plain reads of
+//! `ChunkedStore` of 512 KiB that `BlobStore` wraps it in for `file://`, and by plain reads of
 //! the same file in 1 MiB chunks. Used to explain the download scenario.
 
 use std::io::Read;
@@ -20,7 +20,7 @@ pub struct Probe {
     pub object_store_mb_s: f64,
     /// Average size of the chunks that stream yields, bytes.
     pub object_store_chunk: u64,
-    /// The same through `ChunkedStore` with 256 KiB chunks: what `BlobStore::get` streams.
+    /// The same through `ChunkedStore` with 512 KiB chunks: what `BlobStore::get` streams.
     pub blob_store_mb_s: f64,
     /// Average size of the chunks that stream yields, bytes.
     pub blob_store_chunk: u64,
@@ -41,8 +41,9 @@ pub async fn probe(file: &Path, rounds: u32) -> anyhow::Result<Probe> {
     let store = std::sync::Arc::new(LocalFileSystem::new_with_prefix(dir)?);
     let path = ObjectPath::from(name.as_str());
     let (object_store_mb_s, object_store_chunk) = stream_rate(&*store, &path, rounds).await?;
-    // The chunk size `sora_store::BlobStore` uses for local files.
-    let chunked = ChunkedStore::new(store, 256 * 1024);
+    // The chunk size `sora_store::BlobStore` uses for local files (its `LOCAL_READ_CHUNK`;
+    // this crate does not link the store).
+    let chunked = ChunkedStore::new(store, 512 * 1024);
     let (blob_store_mb_s, blob_store_chunk) = stream_rate(&chunked, &path, rounds).await?;
 
     let t = Instant::now();
