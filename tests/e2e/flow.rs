@@ -117,6 +117,16 @@ async fn the_embedded_sqlite_store_runs_the_whole_flow() {
     })
     .await;
     let job = app.create_job("a lighthouse at dusk").await;
+    // SQLite's notices carry no state: the hub reads each change (and the snapshot) back.
+    let mut ws = app.ws(&format!("&jobId={job}")).await;
+    let seen = ws.until_status(&job, "completed", JOB_TIMEOUT).await;
+    assert_eq!(seen[0]["snapshot"], true, "{seen:?}");
+    let versions: Vec<u64> = seen
+        .iter()
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    assert!(seen.last().unwrap()["downloadUrl"].is_string(), "{seen:?}");
     let status = app.wait_for(&job, "completed", JOB_TIMEOUT).await;
     let url = status["downloadUrl"].as_str().unwrap();
     assert_eq!(

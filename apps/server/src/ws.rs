@@ -4,10 +4,11 @@
 //! job-event bus (the store's change notices, which cross instances on PostgreSQL); for a job
 //! that has subscribers here it renders one message — from the state the notice carries
 //! (PostgreSQL), or else from one read of the job (batched across a burst of changes) — and
-//! puts the same bytes straight into every subscriber's socket queue (actix-ws' bounded session channel; the
-//! hub never waits on it). A client too slow to keep up fills its queue and is closed with a
-//! reason rather than slowing anyone else (it reconnects and gets a snapshot, so nothing is
-//! lost).
+//! puts the same bytes straight into every subscriber's socket queue (actix-ws' bounded session
+//! channel; the hub never waits on it). It also reads the snapshot each new subscription gets,
+//! batched the same way, and checks that the job is the subscriber's. A client too slow to keep
+//! up fills its queue and is closed with a reason rather than slowing anyone else (it reconnects
+//! and gets a snapshot, so nothing is lost).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
