@@ -959,6 +959,24 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Connects `conn` as `owner_name`, with an outbox of `capacity` frames.
+    fn connect(
+        hub: &Hub,
+        conn: ConnId,
+        owner_name: &str,
+        capacity: usize,
+    ) -> (mpsc::Receiver<ByteString>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let kill = CancellationToken::new();
+        hub.send(Command::Connect {
+            conn,
+            owner: owner(owner_name),
+            outbox: Box::new(tx),
+            kill: kill.clone(),
+        });
+        (rx, kill)
+    }
+
     fn deliver(job: JobId, owner_name: &str, version: u64) -> Command {
         Command::Deliver {
             job,
@@ -972,20 +990,9 @@ mod tests {
     async fn a_slow_client_is_closed_without_holding_up_the_others() {
         let (hub, service) = hub().await;
         let job = new_job(&service, "alice").await;
-        let (slow_tx, _slow_rx) = mpsc::channel(1);
-        let slow_kill = CancellationToken::new();
-        let (fast_tx, mut fast_rx) = mpsc::channel(16);
-        let fast_kill = CancellationToken::new();
-        for (conn, outbox, kill) in [
-            (1, slow_tx, slow_kill.clone()),
-            (2, fast_tx, fast_kill.clone()),
-        ] {
-            hub.send(Command::Connect {
-                conn,
-                owner: owner("alice"),
-                outbox: Box::new(outbox),
-                kill,
-            });
+        let (_slow_rx, slow_kill) = connect(&hub, 1, "alice", 1);
+        let (mut fast_rx, fast_kill) = connect(&hub, 2, "alice", 16);
+        for conn in [1, 2] {
             hub.send(Command::Subscribe { conn, job });
         }
         // Both snapshots went out (the slow client's first); its one-slot outbox is full.
@@ -1068,13 +1075,7 @@ mod tests {
             new_job(&service, "alice").await,
             new_job(&service, "alice").await,
         );
-        let (tx, mut rx) = mpsc::channel(16);
-        hub.send(Command::Connect {
-            conn: 1,
-            owner: owner("alice"),
-            outbox: Box::new(tx),
-            kill: CancellationToken::new(),
-        });
+        let (mut rx, _) = connect(&hub, 1, "alice", 16);
         // All before the hub runs (this runtime has one thread): the changes are rendered
         // before the snapshots are read.
         hub.send(Command::Subscribe { conn: 1, job: a });
@@ -1109,13 +1110,7 @@ mod tests {
     async fn stale_versions_and_other_owners_jobs_are_not_delivered() {
         let (hub, service) = hub().await;
         let job = new_job(&service, "bob").await;
-        let (tx, mut rx) = mpsc::channel(16);
-        hub.send(Command::Connect {
-            conn: 1,
-            owner: owner("bob"),
-            outbox: Box::new(tx),
-            kill: CancellationToken::new(),
-        });
+        let (mut rx, _) = connect(&hub, 1, "bob", 16);
         hub.send(Command::Subscribe { conn: 1, job });
         assert_snapshot(&next(&mut rx).await, job, 1);
         // A change claiming to be of alice's job is not for bob.
@@ -1137,13 +1132,7 @@ mod tests {
     async fn a_subscription_to_a_job_not_the_callers_is_refused() {
         let (hub, service) = hub().await;
         let alices = new_job(&service, "alice").await;
-        let (tx, mut rx) = mpsc::channel(16);
-        hub.send(Command::Connect {
-            conn: 1,
-            owner: owner("bob"),
-            outbox: Box::new(tx),
-            kill: CancellationToken::new(),
-        });
+        let (mut rx, _) = connect(&hub, 1, "bob", 16);
         for job in [alices, JobId::new()] {
             hub.send(Command::Subscribe { conn: 1, job });
             let frame = next(&mut rx).await;
@@ -1158,13 +1147,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_watches_at_most_the_maximum_number_of_jobs() {
         let (hub, service) = hub().await;
-        let (tx, mut rx) = mpsc::channel(2 * MAX_SUBSCRIPTIONS);
-        hub.send(Command::Connect {
-            conn: 1,
-            owner: owner("alice"),
-            outbox: Box::new(tx),
-            kill: CancellationToken::new(),
-        });
+        let (mut rx, _) = connect(&hub, 1, "alice", 2 * MAX_SUBSCRIPTIONS);
         let mut jobs = Vec::new();
         for _ in 0..MAX_SUBSCRIPTIONS {
             jobs.push(new_job(&service, "alice").await);
@@ -1216,13 +1199,7 @@ mod tests {
         let (hub, service) = hub_on(Some(changes)).await;
         // In the store: pending, version 1. The notices below say otherwise, and win.
         let job = new_job(&service, "bob").await;
-        let (tx, mut rx) = mpsc::channel(16);
-        hub.send(Command::Connect {
-            conn: 1,
-            owner: owner("bob"),
-            outbox: Box::new(tx),
-            kill: CancellationToken::new(),
-        });
+        let (mut rx, _) = connect(&hub, 1, "bob", 16);
         hub.send(Command::Subscribe { conn: 1, job });
         assert_snapshot(&next(&mut rx).await, job, 1);
         let notice = |version, owner_name: &str, status, error| ChangeNotice::Changed {
