@@ -1211,7 +1211,11 @@ impl Ctx {
         let port = procs::free_port()?;
         let prefix = self.opts.out_dir.join("nginx");
         std::fs::create_dir_all(prefix.join("tmp"))?;
+        // Run as root, nginx's workers would switch to `nobody`, who cannot enter a private
+        // checkout (one made under `mktemp -d`, say) to read the file: keep them as root then.
+        let user = if running_as_root() { "user root;" } else { "" };
         let conf = template
+            .replace("@USER@", user)
             .replace("@PORT@", &port.to_string())
             .replace("@ROOT@", &www.display().to_string())
             .replace("@PREFIX@", &prefix.display().to_string());
@@ -1291,4 +1295,10 @@ struct FanoutOutcome {
     missed: usize,
     /// RSS before and after the clients connected, KiB.
     idle: Option<(u64, u64)>,
+}
+
+/// Whether this process runs as root (the owner of its `/proc/self` entry).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
