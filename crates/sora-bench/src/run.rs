@@ -193,6 +193,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
+        // Under the servers' keep-alive (actix-web: 5 s): a connection left idle while another
+        // subject is measured is dropped here before the server closes it, instead of being
+        // reused as the server closes it ("error sending request" in a row that follows).
+        .pool_idle_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(60))
         .build()?;
     let mut ctx = Ctx {
