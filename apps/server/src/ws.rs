@@ -624,6 +624,7 @@ async fn read_snapshots(
     tx: mpsc::UnboundedSender<Command>,
     requests: Vec<SnapshotRequest>,
 ) {
+    // `snapshot_batches` sorted the requests by job: `dedup` leaves each job once.
     let mut ids: Vec<JobId> = requests.iter().map(|r| r.job).collect();
     ids.dedup();
     let fail = |r: &SnapshotRequest, text: ByteString| {
@@ -772,60 +773,57 @@ impl Connection {
         for job in initial {
             self.hub.send(Command::Subscribe { conn, job });
         }
-        let mut close_reason = None;
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.tick().await;
         let mut last_seen = Instant::now();
-        if close_reason.is_none() {
-            close_reason = loop {
-                tokio::select! {
-                    // Shutdown and the slow-client verdict win over anything else that is ready,
-                    // so the client learns why it is closed.
-                    biased;
-                    _ = kill.cancelled() => break Some(CloseReason {
-                        code: CloseCode::Again,
-                        description: Some("client too slow; reconnect to get the current state".into()),
-                    }),
-                    _ = self.shutdown.cancelled() => break Some(shutting_down()),
-                    msg = stream.recv() => {
-                        last_seen = Instant::now();
-                        match msg {
-                            Some(Ok(AggregatedMessage::Text(text))) => {
-                                // Boxed: a client's messages are rare, and a future awaited
-                                // inline would make every idle connection's task as large as
-                                // its largest step.
-                                if let Err(reason) = Box::pin(self.on_text(conn, &text, &mut session)).await {
-                                    break reason;
-                                }
+        let close_reason = loop {
+            tokio::select! {
+                // Shutdown and the slow-client verdict win over anything else that is ready,
+                // so the client learns why it is closed.
+                biased;
+                _ = kill.cancelled() => break Some(CloseReason {
+                    code: CloseCode::Again,
+                    description: Some("client too slow; reconnect to get the current state".into()),
+                }),
+                _ = self.shutdown.cancelled() => break Some(shutting_down()),
+                msg = stream.recv() => {
+                    last_seen = Instant::now();
+                    match msg {
+                        Some(Ok(AggregatedMessage::Text(text))) => {
+                            // Boxed: a client's messages are rare, and a future awaited
+                            // inline would make every idle connection's task as large as
+                            // its largest step.
+                            if let Err(reason) = Box::pin(self.on_text(conn, &text, &mut session)).await {
+                                break reason;
                             }
-                            Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                                if session.pong(&bytes).await.is_err() { break None }
-                            }
-                            Some(Ok(AggregatedMessage::Pong(_))) => {}
-                            Some(Ok(AggregatedMessage::Binary(_))) => {
-                                let frame = error_frame("unsupported", "binary frames are not supported; send JSON text", None);
-                                if session.text(frame).await.is_err() { break None }
-                            }
-                            Some(Ok(AggregatedMessage::Close(_))) | None => break None,
-                            Some(Err(_)) => break Some(CloseReason {
-                                code: CloseCode::Protocol,
-                                description: Some("protocol error".into()),
-                            }),
                         }
-                    }
-                    _ = heartbeat.tick() => {
-                        if last_seen.elapsed() > CLIENT_TIMEOUT {
-                            break Some(CloseReason {
-                                code: CloseCode::Normal,
-                                description: Some("heartbeat timeout".into()),
-                            });
+                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                            if session.pong(&bytes).await.is_err() { break None }
                         }
-                        if session.ping(b"").await.is_err() { break None }
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            let frame = error_frame("unsupported", "binary frames are not supported; send JSON text", None);
+                            if session.text(frame).await.is_err() { break None }
+                        }
+                        Some(Ok(AggregatedMessage::Close(_))) | None => break None,
+                        Some(Err(_)) => break Some(CloseReason {
+                            code: CloseCode::Protocol,
+                            description: Some("protocol error".into()),
+                        }),
                     }
                 }
-            };
-        }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > CLIENT_TIMEOUT {
+                        break Some(CloseReason {
+                            code: CloseCode::Normal,
+                            description: Some("heartbeat timeout".into()),
+                        });
+                    }
+                    if session.ping(b"").await.is_err() { break None }
+                }
+            }
+        };
         self.hub.send(Command::Disconnect { conn });
         self.metrics.ws_connected(-1);
         let _ = session.close(close_reason).await;
